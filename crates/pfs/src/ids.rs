@@ -1,0 +1,138 @@
+//! Identifiers parsed once at the edge: a `BookId` or `UserId` that exists is valid.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PfsError;
+
+/// The journal's user id for shared (non-overlay) content.
+pub const BASE_USER: &str = "__base__";
+
+/// A book identifier: `^[a-z0-9-]{3,50}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct BookId(String);
+
+impl BookId {
+    pub fn parse(s: &str) -> Result<BookId, PfsError> {
+        let ok = (3..=50).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(BookId(s.to_string()))
+        } else {
+            Err(PfsError::InvalidInput(format!(
+                "invalid book_id {s:?}: use 3-50 characters from a-z, 0-9 and '-'"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BookId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BookId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A student/user identifier for overlays: `^[A-Za-z0-9_-]{1,100}$`, and never `__base__`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(s: &str) -> Result<UserId, PfsError> {
+        let ok = (1..=100).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && s != BASE_USER;
+        if ok {
+            Ok(UserId(s.to_string()))
+        } else {
+            Err(PfsError::InvalidInput(format!(
+                "invalid user_id {s:?}: use 1-100 characters from A-Z, a-z, 0-9, '_' and '-'"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        UserId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whose copy of a file: the shared base, or one user's overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    Base,
+    Overlay(UserId),
+}
+
+impl Namespace {
+    pub fn from_user(user: Option<UserId>) -> Namespace {
+        match user {
+            Some(u) => Namespace::Overlay(u),
+            None => Namespace::Base,
+        }
+    }
+
+    /// The journal/audit `user_id` column value (`__base__` for base).
+    pub fn journal_user(&self) -> &str {
+        match self {
+            Namespace::Base => BASE_USER,
+            Namespace::Overlay(u) => u.as_str(),
+        }
+    }
+
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Namespace::Base => None,
+            Namespace::Overlay(u) => Some(u),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn book_ids() {
+        assert!(BookId::parse("ai-native-dev").is_ok());
+        assert!(BookId::parse("abc").is_ok());
+        for bad in ["ab", "ABC", "a_b", "a b", "../x", "", &"a".repeat(51)] {
+            assert!(BookId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_ids() {
+        assert!(UserId::parse("user_1-A").is_ok());
+        for bad in ["", "__base__", "a/b", "a.b", &"u".repeat(101)] {
+            assert!(UserId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Database pools for SQLite (the embedded default) and PostgreSQL, behind one `sqlx::AnyPool`.
+//!
+//! Every library (pfs, study) owns its own tables and its own migration directory with its own
+//! tracking table, and runs the same SQL on both backends: only portable types are used
+//! (TEXT, BIGINT, INTEGER, BLOB/BYTEA via `Vec<u8>`, booleans as INTEGER 0/1). Timestamps are
+//! stored as BIGINT microseconds since the Unix epoch (UTC) so ordering and range queries are
+//! identical on both backends.
+
+use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+/// Which SQL backend a pool talks to. Some statements differ (transaction start, upserts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(DbKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DbKind::Postgres)
+        } else {
+            anyhow::bail!("unsupported database URL scheme (expected sqlite: or postgres://)")
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        }
+    }
+
+    /// The statement that starts a write transaction. On SQLite `BEGIN IMMEDIATE` takes the write
+    /// lock up front, so a transaction that reads and then writes never fails with SQLITE_BUSY on
+    /// lock upgrade.
+    pub fn begin_write(self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "BEGIN IMMEDIATE",
+            DbKind::Postgres => "BEGIN",
+        }
+    }
+}
+
+/// Pool settings. Defaults are sane for one server process on a small machine.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout`; ignored on SQLite.
+    pub statement_timeout: Duration,
+    /// SQLite `busy_timeout`; ignored on PostgreSQL.
+    pub busy_timeout: Duration,
+    pub test_before_acquire: bool,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            min_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(15),
+            busy_timeout: Duration::from_secs(10),
+            test_before_acquire: true,
+        }
+    }
+}
+
+/// A connected pool plus its backend kind.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub kind: DbKind,
+}
+
+static DRIVERS: Once = Once::new();
+
+/// Install sqlx's Any drivers once per process.
+pub fn install_drivers() {
+    DRIVERS.call_once(install_default_drivers);
+}
+
+/// The SQLite URL for a file, creating it if missing.
+pub fn sqlite_url_for(path: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+impl Db {
+    /// Connect to `url` (`sqlite://…` or `postgres://…`) with `settings`.
+    pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<Db> {
+        install_drivers();
+        let kind = DbKind::from_url(url)?;
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .test_before_acquire(settings.test_before_acquire);
+        match kind {
+            DbKind::Sqlite => {
+                let busy_ms = settings.busy_timeout.as_millis();
+                opts = opts.after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}")))
+                            .await?;
+                        Ok(())
+                    })
+                });
+            }
+            DbKind::Postgres => {
+                let st_ms = settings.statement_timeout.as_millis();
+                opts = opts.after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(sqlx::AssertSqlSafe(format!("SET statement_timeout = {st_ms}")))
+                            .await?;
+                        Ok(())
+                    })
+                });
+            }
+        }
+        let pool = opts
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to the {} database", kind.as_str()))?;
+        Ok(Db { pool, kind })
+    }
+
+    /// `SELECT 1` round trip, for readiness probes.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("database ping")?;
+        Ok(())
+    }
+}
+
+/// Build a migrator from an embedded migration set with its own tracking table, so several
+/// libraries can keep independent, versioned, reversible migrations in one database.
+pub fn migrator_with_table(
+    mut migrator: sqlx::migrate::Migrator,
+    table: &'static str,
+) -> sqlx::migrate::Migrator {
+    migrator.dangerous_set_table_name(table);
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// A throwaway database for tests.
+///
+/// With `TEST_DATABASE_URL`/`DATABASE_URL` unset, or `backend == DbKind::Sqlite`, it is a SQLite file
+/// in a temp dir. For PostgreSQL it creates a fresh database named `t_<uuid>` on the server given by
+/// `DATABASE_URL` and drops it when dropped (best effort).
+pub struct TestDb {
+    pub url: String,
+    pub kind: DbKind,
+    _dir: Option<tempfile_dir::TempDir>,
+    admin_url: Option<String>,
+    name: Option<String>,
+}
+
+mod tempfile_dir {
+    /// Minimal temp dir (avoids a dependency on `tempfile` in the library).
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The PostgreSQL URL tests must use, if any. CI sets `DATABASE_URL`; `PFS_REQUIRE_PG=1` (also set by
+/// CI) turns a missing URL into a failure instead of a skip.
+pub fn test_postgres_url() -> Option<String> {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|u| u.starts_with("postgres"));
+    if url.is_none() && std::env::var("REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("REQUIRE_SERVICES=1 but DATABASE_URL is not a postgres:// URL");
+    }
+    url
+}
+
+/// The Redis URL tests must use, if any (`REDIS_URL`); panics when `REQUIRE_SERVICES=1` and unset.
+pub fn test_redis_url() -> Option<String> {
+    let url = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .or_else(|| std::env::var("REDIS_URL").ok());
+    if url.is_none() && std::env::var("REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("REQUIRE_SERVICES=1 but REDIS_URL is not set");
+    }
+    url
+}
+
+impl TestDb {
+    /// A fresh SQLite database file.
+    pub fn sqlite() -> TestDb {
+        let dir = std::env::temp_dir().join(format!("pv-test-{}", uuid::Uuid::new_v4().simple()));
+        let _ = std::fs::create_dir_all(&dir);
+        let url = sqlite_url_for(&dir.join("test.db"));
+        TestDb {
+            url,
+            kind: DbKind::Sqlite,
+            _dir: Some(tempfile_dir::TempDir(dir)),
+            admin_url: None,
+            name: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` when no PostgreSQL URL is configured (and services are
+    /// not required).
+    pub async fn postgres() -> Option<TestDb> {
+        let admin_url = test_postgres_url()?;
+        install_drivers();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .expect("connect to the PostgreSQL server given by DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let url = replace_db_name(&admin_url, &name);
+        Some(TestDb {
+            url,
+            kind: DbKind::Postgres,
+            _dir: None,
+            admin_url: Some(admin_url),
+            name: Some(name),
+        })
+    }
+
+    /// Both backends available here: SQLite always, PostgreSQL when configured.
+    pub async fn all() -> Vec<TestDb> {
+        let mut v = vec![TestDb::sqlite()];
+        if let Some(pg) = TestDb::postgres().await {
+            v.push(pg);
+        }
+        v
+    }
+
+    pub async fn connect(&self) -> Db {
+        Db::connect(&self.url, &PoolSettings::default())
+            .await
+            .expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let (Some(admin), Some(name)) = (self.admin_url.take(), self.name.take()) {
+            // Best effort, in a separate thread so Drop works inside and outside a runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async move {
+                        if let Ok(pool) = AnyPoolOptions::new().max_connections(1).connect(&admin).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                                .execute(&pool)
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// Replace the database name (path) of a postgres URL, keeping credentials and query.
+pub fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    // scheme://authority/db
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &base[scheme_end..];
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let mut out = format!("{}{}/{}", &base[..scheme_end], authority, name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl FromStr for DbKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sqlite" => Ok(DbKind::Sqlite),
+            "postgres" | "postgresql" => Ok(DbKind::Postgres),
+            other => anyhow::bail!("unknown database kind {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_database_name() {
+        assert_eq!(
+            replace_db_name("postgres://postgres@127.0.0.1:5432/test", "t_1"),
+            "postgres://postgres@127.0.0.1:5432/t_1"
+        );
+        assert_eq!(
+            replace_db_name("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(replace_db_name("postgres://h:5432", "x"), "postgres://h:5432/x");
+    }
+
+    #[tokio::test]
+    async fn sqlite_pool_connects_and_pings() {
+        let t = TestDb::sqlite();
+        let db = t.connect().await;
+        db.ping().await.unwrap();
+        assert_eq!(db.kind, DbKind::Sqlite);
+    }
+}

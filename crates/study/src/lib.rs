@@ -1,0 +1,5 @@
+//! Study Mode API: the ChatKit protocol server, thread store, lesson sources and the tutor.
+
+pub mod turn;
+
+pub use turn::{HistoryMessage, Mode, Role, Tutor, TutorEvent, TurnInput};
