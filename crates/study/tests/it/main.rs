@@ -1,0 +1,3 @@
+//! Integration tests for the study crate (one test binary).
+
+mod fake_llm;
