@@ -8,6 +8,7 @@
 pub mod error;
 pub mod ids;
 pub mod path;
+pub mod manifest;
 pub mod schema;
 
 pub use error::{ErrorCode, PfsError, Result};
