@@ -1,5 +1,8 @@
 //! Study Mode API: the ChatKit protocol server, thread store, lesson sources and the tutor.
 
+pub mod chatkit;
+pub mod server;
+pub mod store;
 pub mod turn;
 
 pub use turn::{HistoryMessage, Mode, Role, Tutor, TutorEvent, TurnInput};
