@@ -1,0 +1,91 @@
+-- PanaversityFS core tables (PostgreSQL). Timestamps are BIGINT microseconds since the Unix epoch (UTC).
+
+CREATE TABLE books (
+    book_id    TEXT   NOT NULL PRIMARY KEY,
+    profile    TEXT   NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+-- Current state per file: the source of truth for what exists and its hash.
+CREATE TABLE file_journal (
+    book_id         TEXT   NOT NULL,
+    path            TEXT   NOT NULL,
+    user_id         TEXT   NOT NULL,
+    sha256          TEXT   NOT NULL,
+    size            BIGINT NOT NULL,
+    last_written_at BIGINT NOT NULL,
+    storage_backend TEXT   NOT NULL,
+    version         BIGINT NOT NULL,
+    PRIMARY KEY (book_id, path, user_id)
+);
+CREATE INDEX ix_file_journal_book_user ON file_journal (book_id, user_id);
+
+-- Every committed version of every file (the bytes stay in the content-addressed blob store).
+CREATE TABLE file_versions (
+    book_id    TEXT   NOT NULL,
+    path       TEXT   NOT NULL,
+    user_id    TEXT   NOT NULL,
+    version    BIGINT NOT NULL,
+    sha256     TEXT   NOT NULL,
+    size       BIGINT NOT NULL,
+    written_at BIGINT NOT NULL,
+    agent_id   TEXT   NOT NULL,
+    PRIMARY KEY (book_id, path, user_id, version)
+);
+
+-- Canonical objects whose materialization (copy from the blob, or delete) may not have happened yet.
+CREATE TABLE pending_materializations (
+    book_id TEXT   NOT NULL,
+    path    TEXT   NOT NULL,
+    user_id TEXT   NOT NULL,
+    ticket  BIGINT NOT NULL,
+    PRIMARY KEY (book_id, path, user_id)
+);
+
+CREATE TABLE manifest_snapshots (
+    book_id       TEXT   NOT NULL,
+    manifest_hash TEXT   NOT NULL,
+    created_at    BIGINT NOT NULL,
+    file_count    BIGINT NOT NULL,
+    content_json  TEXT   NOT NULL,
+    PRIMARY KEY (book_id, manifest_hash)
+);
+
+-- Append-only audit log with a tamper-evident row chain (row_hash covers the row and prev_row_hash).
+CREATE TABLE audit_log (
+    seq               BIGINT NOT NULL PRIMARY KEY,
+    ts                BIGINT NOT NULL,
+    agent_id          TEXT   NOT NULL CHECK (agent_id <> '' AND agent_id <> 'system'),
+    operation         TEXT   NOT NULL,
+    book_id           TEXT   NOT NULL,
+    path              TEXT   NOT NULL,
+    user_id           TEXT   NOT NULL,
+    prev_hash         TEXT,
+    new_hash          TEXT,
+    status            TEXT   NOT NULL,
+    error_message     TEXT,
+    execution_time_ms BIGINT,
+    row_hash          TEXT   NOT NULL,
+    prev_row_hash     TEXT   NOT NULL
+);
+CREATE INDEX ix_audit_log_ts ON audit_log (ts);
+CREATE INDEX ix_audit_log_agent ON audit_log (agent_id);
+CREATE INDEX ix_audit_log_key ON audit_log (book_id, path, user_id);
+
+-- The head of the global row chain: last seq and its row_hash (one row, id = 1).
+CREATE TABLE audit_head (
+    id       INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    seq      BIGINT  NOT NULL,
+    row_hash TEXT    NOT NULL
+);
+INSERT INTO audit_head (id, seq, row_hash)
+VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+
+CREATE FUNCTION pfs_audit_log_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only';
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION pfs_audit_log_append_only();

@@ -1,0 +1,9 @@
+DROP TABLE IF EXISTS audit_head;
+DROP TRIGGER IF EXISTS audit_log_no_delete;
+DROP TRIGGER IF EXISTS audit_log_no_update;
+DROP TABLE IF EXISTS audit_log;
+DROP TABLE IF EXISTS manifest_snapshots;
+DROP TABLE IF EXISTS pending_materializations;
+DROP TABLE IF EXISTS file_versions;
+DROP TABLE IF EXISTS file_journal;
+DROP TABLE IF EXISTS books;

@@ -1,0 +1,95 @@
+//! The book store's tables and their migrations.
+//!
+//! Two migration sets with the same tables (`migrations/sqlite`, `migrations/postgres`; they
+//! differ only in the append-only trigger syntax), versioned and reversible
+//! (`NNNN_name.up.sql` / `.down.sql`), tracked in `_pfs_migrations` so other libraries can keep
+//! their own sets in the same database.
+//!
+//! Tables: `books`, `file_journal` (current state per (book, path, user)), `file_versions`
+//! (every committed version), `pending_materializations` (canonical objects still to be
+//! written/deleted), `manifest_snapshots`, `audit_log` (INSERT-only, with a tamper-evident row
+//! chain) and `audit_head` (last seq + row hash of that chain).
+
+use chrono::{DateTime, TimeZone, Utc};
+use platform::db::{Db, DbKind, migrator_with_table};
+use sqlx::migrate::Migrator;
+
+use crate::error::{PfsError, Result};
+
+/// The migration tracking table of this library.
+pub const MIGRATIONS_TABLE: &str = "_pfs_migrations";
+
+fn migrator(kind: DbKind) -> Migrator {
+    match kind {
+        DbKind::Sqlite => {
+            migrator_with_table(sqlx::migrate!("./migrations/sqlite"), MIGRATIONS_TABLE)
+        }
+        DbKind::Postgres => {
+            migrator_with_table(sqlx::migrate!("./migrations/postgres"), MIGRATIONS_TABLE)
+        }
+    }
+}
+
+/// Apply every pending migration.
+pub async fn migrate_up(db: &Db) -> Result<()> {
+    migrator(db.kind)
+        .run(&db.pool)
+        .await
+        .map_err(|e| PfsError::Internal(format!("applying pfs migrations: {e}")))
+}
+
+/// Revert every applied migration (all the way down; CI runs down-then-up).
+pub async fn migrate_down(db: &Db) -> Result<()> {
+    migrator(db.kind)
+        .undo(&db.pool, 0)
+        .await
+        .map_err(|e| PfsError::Internal(format!("reverting pfs migrations: {e}")))
+}
+
+/// Microseconds since the Unix epoch (UTC): how timestamps are stored.
+pub fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// Stored microseconds → `DateTime<Utc>` (out-of-range values clamp to the epoch).
+pub fn from_micros(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().unwrap_or_default()
+}
+
+/// `DateTime<Utc>` → stored microseconds.
+pub fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Wrap a database error with what we were doing.
+pub(crate) fn db_err(ctx: &'static str) -> impl Fn(sqlx::Error) -> PfsError {
+    move |e| PfsError::Internal(format!("database ({ctx}): {e}"))
+}
+
+/// Escape `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+pub fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micros_round_trip() {
+        let t = from_micros(1_700_000_000_123_456);
+        assert_eq!(to_micros(t), 1_700_000_000_123_456);
+    }
+
+    #[test]
+    fn like_escaping() {
+        assert_eq!(like_escape(r"a_b%c\d"), r"a\_b\%c\\d");
+    }
+}

@@ -1,0 +1,1476 @@
+//! The content engine: the hash protocol, overlays, versions and audit over the journal (SQL) and
+//! object storage (OpenDAL).
+//!
+//! # Write path (atomic, crash-safe)
+//! 1. The bytes go to an immutable content-addressed blob (`_pfs/blobs/sha256/…`, see
+//!    [`crate::storage::blob_key`]); leaving one behind after a later failure is harmless.
+//! 2. One write transaction compares-and-swaps the journal row (`UPDATE … WHERE sha256 =
+//!    expected`, or `INSERT … ON CONFLICT DO NOTHING` for creates), appends the `file_versions`
+//!    row and the audit row (see [`crate::audit`]) and enqueues the canonical path in
+//!    `pending_materializations`. Of N concurrent updates with the same expected hash exactly
+//!    one matches; the rest get `CONFLICT` with the current hash.
+//! 3. After commit the bytes are *materialized* at the canonical key `books/{book}/…`: copy the
+//!    blob the journal names (or delete the object when the journal row is gone), re-read the
+//!    journal, and repeat until what was applied is what the journal says, so the canonical path
+//!    converges to the last committed version even under concurrent writers. The pending row is
+//!    removed only if no newer commit happened. A crash between commit and materialization
+//!    leaves the pending row, which [`Engine::reconcile_pending`] (run by [`Engine::open`]) and
+//!    [`Engine::fsck`] complete.
+//!
+//! Reads serve the bytes of the blob the journal names, so a read always agrees with the journal,
+//! even before materialization.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use platform::db::Db;
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::audit::{
+    self, AuditLog, NewAuditRow, OP_DELETE_ASSET, OP_DELETE_CONTENT, OP_UPLOAD_ASSET,
+    OP_WRITE_CONTENT, STATUS_CONFLICT, STATUS_ERROR, STATUS_SUCCESS,
+};
+use crate::db::{self as pdb, db_err, from_micros, like_escape, now_micros};
+use crate::error::{PfsError, Result};
+use crate::ids::{BASE_USER, BookId, Namespace, UserId};
+use crate::path::{Area, BookPath, DirPrefix, storage_key};
+use crate::schema::Profile;
+use crate::storage::{Storage, blob_key, is_sha256_hex, sha256_hex};
+
+/// Size limits (bytes).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest `content/` file (default 2 MiB).
+    pub max_content_bytes: u64,
+    /// Largest `static/` asset (default 100 MiB).
+    pub max_asset_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_content_bytes: 2 * 1024 * 1024,
+            max_asset_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// Test hooks that make the database commit fail or the process "crash" right after a commit.
+/// Shared (`Arc`); costs one `Option` check when absent.
+#[derive(Debug, Default)]
+pub struct Faults {
+    fail_commits_next: AtomicU64,
+    fail_commit_ppm: AtomicU64,
+    crash_next: AtomicU64,
+    crash_ppm: AtomicU64,
+    injected_commit_failures: AtomicU64,
+    injected_crashes: AtomicU64,
+}
+
+fn take_or_roll(next: &AtomicU64, ppm: &AtomicU64) -> bool {
+    next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+        || {
+            let p = ppm.load(Ordering::Relaxed);
+            p > 0 && rand::random_range(0..1_000_000u64) < p
+        }
+}
+
+impl Faults {
+    /// No faults until configured.
+    pub fn new() -> Arc<Faults> {
+        Arc::new(Faults::default())
+    }
+    /// Fail the next `n` commits (the transaction is rolled back).
+    pub fn fail_next_commits(&self, n: u64) {
+        self.fail_commits_next.store(n, Ordering::SeqCst);
+    }
+    /// Fail a random fraction of commits.
+    pub fn set_commit_failure_rate(&self, f: f64) {
+        self.fail_commit_ppm
+            .store((f.clamp(0.0, 1.0) * 1e6) as u64, Ordering::SeqCst);
+    }
+    /// Return right after the next `n` commits without materializing ("crash").
+    pub fn crash_next_after_commit(&self, n: u64) {
+        self.crash_next.store(n, Ordering::SeqCst);
+    }
+    /// "Crash" after a random fraction of commits.
+    pub fn set_crash_after_commit_rate(&self, f: f64) {
+        self.crash_ppm
+            .store((f.clamp(0.0, 1.0) * 1e6) as u64, Ordering::SeqCst);
+    }
+    /// Stop injecting.
+    pub fn disable(&self) {
+        for a in [
+            &self.fail_commits_next,
+            &self.fail_commit_ppm,
+            &self.crash_next,
+            &self.crash_ppm,
+        ] {
+            a.store(0, Ordering::SeqCst);
+        }
+    }
+    /// Injected (commit failures, crashes) so far.
+    pub fn injected(&self) -> (u64, u64) {
+        (
+            self.injected_commit_failures.load(Ordering::SeqCst),
+            self.injected_crashes.load(Ordering::SeqCst),
+        )
+    }
+    fn before_commit(&self) -> Result<()> {
+        if take_or_roll(&self.fail_commits_next, &self.fail_commit_ppm) {
+            self.injected_commit_failures.fetch_add(1, Ordering::SeqCst);
+            return Err(PfsError::Internal(
+                "injected commit failure (test fault)".into(),
+            ));
+        }
+        Ok(())
+    }
+    fn after_commit_crash(&self) -> bool {
+        let crash = take_or_roll(&self.crash_next, &self.crash_ppm);
+        if crash {
+            self.injected_crashes.fetch_add(1, Ordering::SeqCst);
+        }
+        crash
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub limits: Limits,
+    /// Schema profile of books created implicitly (first base write) or without a profile.
+    pub default_profile: Profile,
+    /// Test-only fault hooks.
+    pub faults: Option<Arc<Faults>>,
+}
+
+/// Who performs a mutation: the `agent_id` of audit rows. Never empty, never `system`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Actor {
+    agent_id: String,
+}
+
+impl Actor {
+    /// Check and wrap a caller id (token subject, API key owner, configured dev id).
+    pub fn new(agent_id: impl Into<String>) -> Result<Actor> {
+        let agent_id = agent_id.into();
+        if agent_id.trim().is_empty() {
+            return Err(PfsError::InvalidInput(
+                "agent id is empty; every change needs a caller identity".into(),
+            ));
+        }
+        if agent_id.trim().eq_ignore_ascii_case("system") {
+            return Err(PfsError::InvalidInput(
+                "agent id 'system' is reserved; use the caller's real identity".into(),
+            ));
+        }
+        if agent_id.len() > 255 || agent_id.chars().any(char::is_control) {
+            return Err(PfsError::InvalidInput(
+                "agent id must be at most 255 characters without control characters".into(),
+            ));
+        }
+        Ok(Actor { agent_id })
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+}
+
+/// A book's registry entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BookInfo {
+    pub book_id: String,
+    pub profile: Profile,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A journal row: what exists, its hash and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalEntry {
+    pub book_id: String,
+    /// Book-relative path (`content/…`, `static/…`).
+    pub path: String,
+    /// `__base__` or the overlay's user id.
+    pub user_id: String,
+    pub sha256: String,
+    pub size: u64,
+    pub last_written_at: DateTime<Utc>,
+    pub version: i64,
+    pub storage_backend: String,
+}
+
+impl JournalEntry {
+    /// Whether this row is a user overlay.
+    pub fn is_overlay(&self) -> bool {
+        self.user_id != BASE_USER
+    }
+}
+
+/// Where a read was served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Base,
+    Overlay,
+}
+
+/// Result of [`Engine::read`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadOutput {
+    #[serde(skip)]
+    pub bytes: Bytes,
+    pub entry: JournalEntry,
+    pub source: Source,
+}
+
+/// `created` | `updated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    Created,
+    Updated,
+}
+
+/// Result of [`Engine::write`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WriteOutcome {
+    pub mode: WriteMode,
+    pub sha256: String,
+    pub size: u64,
+    pub prev_hash: Option<String>,
+    pub version: i64,
+}
+
+/// `created` | `updated` | `unchanged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetStatus {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Result of [`Engine::put_asset`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssetOutcome {
+    pub status: AssetStatus,
+    pub sha256: String,
+    pub size: u64,
+    pub version: i64,
+}
+
+/// Result of [`Engine::delete`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeleteOutcome {
+    pub existed: bool,
+    pub prev_hash: Option<String>,
+}
+
+/// Which rows [`Engine::list`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListView {
+    /// Shared content only.
+    Base,
+    /// Only this user's overlay rows.
+    Overlay(UserId),
+    /// Base with this user's overlay rows replacing the same paths (`entry.user_id` tells which).
+    Merged(UserId),
+}
+
+/// One committed version of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionEntry {
+    pub version: i64,
+    pub sha256: String,
+    pub size: u64,
+    pub written_at: DateTime<Utc>,
+    pub agent_id: String,
+}
+
+/// What a mutation expects of the current journal row.
+enum Expect {
+    /// Create: the row must not exist.
+    Absent,
+    /// Update: the row must exist with this hash.
+    Hash(String),
+}
+
+struct Inner {
+    db: Db,
+    storage: Storage,
+    cfg: EngineConfig,
+}
+
+/// The book store engine. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("db", &self.inner.db.kind)
+            .field("storage", &self.inner.storage)
+            .finish()
+    }
+}
+
+const JOURNAL_COLS: &str =
+    "book_id, path, user_id, sha256, size, last_written_at, version, storage_backend";
+
+fn decode_entry(r: &sqlx::any::AnyRow) -> Result<JournalEntry> {
+    let g = db_err("decode journal row");
+    let size: i64 = r.try_get("size").map_err(&g)?;
+    Ok(JournalEntry {
+        book_id: r.try_get("book_id").map_err(&g)?,
+        path: r.try_get("path").map_err(&g)?,
+        user_id: r.try_get("user_id").map_err(&g)?,
+        sha256: r.try_get("sha256").map_err(&g)?,
+        size: u64::try_from(size).unwrap_or(0),
+        last_written_at: from_micros(r.try_get("last_written_at").map_err(&g)?),
+        version: r.try_get("version").map_err(&g)?,
+        storage_backend: r.try_get("storage_backend").map_err(&g)?,
+    })
+}
+
+/// The canonical storage key of a journal key given as stored strings.
+fn key_for(book: &str, path: &str, user: &str) -> String {
+    if user == BASE_USER {
+        format!("books/{book}/{path}")
+    } else {
+        format!("books/{book}/users/{user}/{path}")
+    }
+}
+
+fn write_metrics(status: &'static str, mode: &'static str, op: &'static str, started: Instant) {
+    metrics::counter!("panaversityfs_write_total", "status" => status, "mode" => mode).increment(1);
+    metrics::histogram!("panaversityfs_write_duration_seconds", "operation" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn audit_status(e: &PfsError) -> &'static str {
+    match e {
+        PfsError::Conflict { .. } => STATUS_CONFLICT,
+        _ => STATUS_ERROR,
+    }
+}
+
+impl Engine {
+    /// Open the engine: apply migrations, then finish any materialization a previous process
+    /// committed but did not complete.
+    pub async fn open(db: Db, storage: Storage, cfg: EngineConfig) -> Result<Engine> {
+        pdb::migrate_up(&db).await?;
+        let engine = Engine {
+            inner: Arc::new(Inner { db, storage, cfg }),
+        };
+        match engine.reconcile_pending().await {
+            Ok(n) if n > 0 => tracing::info!(count = n, "completed pending materializations"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciling pending materializations failed; fsck can finish them")
+            }
+        }
+        Ok(engine)
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    /// The audit log of this engine's database.
+    pub fn audit(&self) -> AuditLog {
+        AuditLog::new(self.inner.db.clone())
+    }
+
+    // ---------------------------------------------------------------- books
+
+    /// The book's registry entry, creating it (with `profile`, else the default profile) if
+    /// missing. An existing book keeps its profile (use [`Engine::set_profile`] to change it).
+    pub async fn ensure_book(&self, book: &BookId, profile: Option<Profile>) -> Result<BookInfo> {
+        if let Some(info) = self.book(book).await? {
+            return Ok(info);
+        }
+        let profile = profile.unwrap_or(self.inner.cfg.default_profile);
+        sqlx::query(
+            "INSERT INTO books (book_id, profile, created_at) VALUES ($1, $2, $3) ON CONFLICT (book_id) DO NOTHING",
+        )
+        .bind(book.as_str())
+        .bind(profile.as_str())
+        .bind(now_micros())
+        .execute(&self.inner.db.pool)
+        .await
+        .map_err(db_err("create book"))?;
+        self.book(book)
+            .await?
+            .ok_or_else(|| PfsError::Internal("book row vanished right after insert".into()))
+    }
+
+    /// The book's registry entry, if any.
+    pub async fn book(&self, book: &BookId) -> Result<Option<BookInfo>> {
+        let row = sqlx::query("SELECT book_id, profile, created_at FROM books WHERE book_id = $1")
+            .bind(book.as_str())
+            .fetch_optional(&self.inner.db.pool)
+            .await
+            .map_err(db_err("read book"))?;
+        row.map(|r| decode_book(&r)).transpose()
+    }
+
+    /// Every book, sorted by id.
+    pub async fn list_books(&self) -> Result<Vec<BookInfo>> {
+        let rows = sqlx::query("SELECT book_id, profile, created_at FROM books")
+            .fetch_all(&self.inner.db.pool)
+            .await
+            .map_err(db_err("list books"))?;
+        let mut v = rows.iter().map(decode_book).collect::<Result<Vec<_>>>()?;
+        v.sort_by(|a, b| a.book_id.cmp(&b.book_id));
+        Ok(v)
+    }
+
+    /// Set a book's schema profile (creating the book if missing). Existing files are not
+    /// re-checked; `validate_book` reports them.
+    pub async fn set_profile(&self, book: &BookId, profile: Profile) -> Result<()> {
+        self.ensure_book(book, Some(profile)).await?;
+        sqlx::query("UPDATE books SET profile = $1 WHERE book_id = $2")
+            .bind(profile.as_str())
+            .bind(book.as_str())
+            .execute(&self.inner.db.pool)
+            .await
+            .map_err(db_err("set profile"))?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// The journal row of `path` in `ns`, if any.
+    pub async fn stat(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+    ) -> Result<Option<JournalEntry>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLS} FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3"
+        )))
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(ns.journal_user())
+        .fetch_optional(&self.inner.db.pool)
+        .await
+        .map_err(db_err("stat"))?;
+        row.map(|r| decode_entry(&r)).transpose()
+    }
+
+    /// Read a file: `user`'s overlay if present, else the base; `NOT_FOUND` if neither exists.
+    pub async fn read(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        user: Option<&UserId>,
+    ) -> Result<ReadOutput> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLS} FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id IN ($3, $4)"
+        )))
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(BASE_USER)
+        .bind(user.map(UserId::as_str).unwrap_or(BASE_USER))
+        .fetch_all(&self.inner.db.pool)
+        .await
+        .map_err(db_err("read journal"))?;
+        let mut base = None;
+        let mut overlay = None;
+        for r in &rows {
+            let e = decode_entry(r)?;
+            if e.is_overlay() {
+                overlay = Some(e);
+            } else {
+                base = Some(e);
+            }
+        }
+        let (entry, source) = match (overlay, base) {
+            (Some(o), _) => (o, Source::Overlay),
+            (None, Some(b)) => (b, Source::Base),
+            (None, None) => {
+                return Err(PfsError::not_found(format!("{path} in book {book}")));
+            }
+        };
+        let bytes = self.read_blob(&entry.sha256).await?;
+        Ok(ReadOutput {
+            bytes,
+            entry,
+            source,
+        })
+    }
+
+    /// [`Engine::read`] as UTF-8 text (`INVALID_INPUT` if the file is not UTF-8).
+    pub async fn read_text(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        user: Option<&UserId>,
+    ) -> Result<(String, JournalEntry, Source)> {
+        let out = self.read(book, path, user).await?;
+        let text = String::from_utf8(out.bytes.to_vec()).map_err(|_| {
+            PfsError::InvalidInput(format!(
+                "{path} is not UTF-8 text; fetch it as an asset (bytes) instead"
+            ))
+        })?;
+        Ok((text, out.entry, out.source))
+    }
+
+    /// Journal rows of a book, sorted by path (byte order), optionally under `prefix`.
+    pub async fn list(
+        &self,
+        book: &BookId,
+        view: ListView,
+        prefix: Option<&DirPrefix>,
+    ) -> Result<Vec<JournalEntry>> {
+        let (u1, u2) = match &view {
+            ListView::Base => (BASE_USER, BASE_USER),
+            ListView::Overlay(u) => (u.as_str(), u.as_str()),
+            ListView::Merged(u) => (BASE_USER, u.as_str()),
+        };
+        let mut sql = format!(
+            "SELECT {JOURNAL_COLS} FROM file_journal WHERE book_id = $1 AND user_id IN ($2, $3)"
+        );
+        if prefix.is_some() {
+            sql.push_str(" AND path LIKE $4 ESCAPE '\\'");
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(book.as_str())
+            .bind(u1)
+            .bind(u2);
+        if let Some(p) = prefix {
+            q = q.bind(format!("{}/%", like_escape(p.as_str())));
+        }
+        let rows = q
+            .fetch_all(&self.inner.db.pool)
+            .await
+            .map_err(db_err("list journal"))?;
+        let mut by_path: BTreeMap<String, JournalEntry> = BTreeMap::new();
+        for r in &rows {
+            let e = decode_entry(r)?;
+            match by_path.get(&e.path) {
+                // Merged view: the overlay row wins over the base row.
+                Some(existing) if existing.is_overlay() && !e.is_overlay() => {}
+                _ => {
+                    by_path.insert(e.path.clone(), e);
+                }
+            }
+        }
+        Ok(by_path.into_values().collect())
+    }
+
+    /// The bytes of a blob (`NOT_FOUND` if missing).
+    pub async fn read_blob(&self, sha256: &str) -> Result<Bytes> {
+        check_sha(sha256)?;
+        match self.inner.storage.get(&blob_key(sha256)).await {
+            Err(PfsError::NotFound { .. }) => Err(PfsError::Internal(format!(
+                "blob {sha256} named by the journal is missing from storage; run fsck"
+            ))),
+            other => other,
+        }
+    }
+
+    /// A streaming reader over a blob (bounded memory; for archives and downloads).
+    pub async fn open_blob(&self, sha256: &str) -> Result<opendal::FuturesAsyncReader> {
+        check_sha(sha256)?;
+        self.inner.storage.reader(&blob_key(sha256)).await
+    }
+
+    /// Every committed version of a file, oldest first.
+    pub async fn history(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+    ) -> Result<Vec<VersionEntry>> {
+        let rows = sqlx::query(
+            "SELECT version, sha256, size, written_at, agent_id FROM file_versions \
+             WHERE book_id = $1 AND path = $2 AND user_id = $3 ORDER BY version",
+        )
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(ns.journal_user())
+        .fetch_all(&self.inner.db.pool)
+        .await
+        .map_err(db_err("read history"))?;
+        rows.iter()
+            .map(|r| {
+                let g = db_err("decode version row");
+                let size: i64 = r.try_get("size").map_err(&g)?;
+                Ok(VersionEntry {
+                    version: r.try_get("version").map_err(&g)?,
+                    sha256: r.try_get("sha256").map_err(&g)?,
+                    size: u64::try_from(size).unwrap_or(0),
+                    written_at: from_micros(r.try_get("written_at").map_err(&g)?),
+                    agent_id: r.try_get("agent_id").map_err(&g)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The bytes of one earlier (or the current) version.
+    pub async fn read_version(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        version: i64,
+    ) -> Result<Bytes> {
+        let sha: Option<String> = sqlx::query_scalar(
+            "SELECT sha256 FROM file_versions WHERE book_id = $1 AND path = $2 AND user_id = $3 AND version = $4",
+        )
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(ns.journal_user())
+        .bind(version)
+        .fetch_optional(&self.inner.db.pool)
+        .await
+        .map_err(db_err("read version"))?;
+        match sha {
+            Some(sha) => self.read_blob(&sha).await,
+            None => Err(PfsError::not_found(format!("version {version} of {path}"))),
+        }
+    }
+
+    // ---------------------------------------------------------------- mutations
+
+    /// Write a file with the hash protocol: no `expected_hash` creates (`HASH_REQUIRED` if it
+    /// exists), an `expected_hash` updates (`NOT_FOUND` if absent, `CONFLICT` with the current
+    /// hash on mismatch). Checks the book's schema profile (a base write creates the book with
+    /// the default profile), UTF-8 and size limits for `content/`, and that overlays hold only
+    /// `content/` paths.
+    pub async fn write(
+        &self,
+        actor: &Actor,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        bytes: Bytes,
+        expected_hash: Option<&str>,
+    ) -> Result<WriteOutcome> {
+        let started = Instant::now();
+        let op = if path.area() == Area::Content {
+            OP_WRITE_CONTENT
+        } else {
+            OP_UPLOAD_ASSET
+        };
+        let res = self
+            .write_inner(actor, book, path, ns, bytes, expected_hash, op, started)
+            .await;
+        match &res {
+            Ok(o) => write_metrics(
+                STATUS_SUCCESS,
+                if o.mode == WriteMode::Created {
+                    "created"
+                } else {
+                    "updated"
+                },
+                op,
+                started,
+            ),
+            Err(e) => write_metrics(audit_status(e), "none", op, started),
+        }
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_inner(
+        &self,
+        actor: &Actor,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        bytes: Bytes,
+        expected_hash: Option<&str>,
+        op: &'static str,
+        started: Instant,
+    ) -> Result<WriteOutcome> {
+        let checks = self.check_write(book, path, ns, &bytes).await;
+        let expected = match expected_hash {
+            None => Ok(Expect::Absent),
+            Some(h) => {
+                let h = h.trim().to_ascii_lowercase();
+                if is_sha256_hex(&h) {
+                    Ok(Expect::Hash(h))
+                } else {
+                    Err(PfsError::InvalidInput(
+                        "expected_hash must be the 64-hex-digit sha256 returned by read_content"
+                            .into(),
+                    ))
+                }
+            }
+        };
+        let expected = match checks.and(expected) {
+            Ok(e) => e,
+            Err(e) => {
+                self.audit_failure(actor, op, book, path, ns, &e, started)
+                    .await;
+                return Err(e);
+            }
+        };
+        let sha = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        if let Err(e) = self.inner.storage.put_blob(&sha, bytes).await {
+            self.audit_failure(actor, op, book, path, ns, &e, started)
+                .await;
+            return Err(e);
+        }
+        self.commit_write(actor, op, book, path, ns, &sha, size, expected, started)
+            .await
+    }
+
+    /// Schema, namespace, encoding and size checks of a write.
+    async fn check_write(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        bytes: &Bytes,
+    ) -> Result<()> {
+        if matches!(ns, Namespace::Overlay(_)) && path.area() != Area::Content {
+            return Err(PfsError::InvalidInput(
+                "overlays hold content/ files only; write assets without user_id".into(),
+            ));
+        }
+        let info = self.ensure_book(book, None).await?;
+        info.profile.check(path)?;
+        let size = bytes.len() as u64;
+        match path.area() {
+            Area::Content => {
+                if size > self.inner.cfg.limits.max_content_bytes {
+                    return Err(PfsError::PayloadTooLarge {
+                        what: path.to_string(),
+                        size,
+                        limit: self.inner.cfg.limits.max_content_bytes,
+                    });
+                }
+                if std::str::from_utf8(bytes).is_err() {
+                    return Err(PfsError::InvalidInput(format!(
+                        "content of {path} is not valid UTF-8 text; upload binary files as assets under static/"
+                    )));
+                }
+            }
+            Area::Static => {
+                if size > self.inner.cfg.limits.max_asset_bytes {
+                    return Err(PfsError::PayloadTooLarge {
+                        what: path.to_string(),
+                        size,
+                        limit: self.inner.cfg.limits.max_asset_bytes,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The journal transaction of a write (blob already stored), then materialization.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_write(
+        &self,
+        actor: &Actor,
+        op: &'static str,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        sha: &str,
+        size: u64,
+        expected: Expect,
+        started: Instant,
+    ) -> Result<WriteOutcome> {
+        let db = &self.inner.db;
+        let user = ns.journal_user();
+        let now = now_micros();
+        let backend = self.inner.storage.backend_name();
+        let size_i =
+            i64::try_from(size).map_err(|_| PfsError::InvalidInput("file too large".into()))?;
+        let mut tx = db
+            .pool
+            .begin_with(db.kind.begin_write())
+            .await
+            .map_err(db_err("begin write"))?;
+        let (cas, prev_hash, mode) = match &expected {
+            Expect::Absent => {
+                let v: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+                     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+                     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version",
+                )
+                .bind(book.as_str())
+                .bind(path.as_str())
+                .bind(user)
+                .bind(sha)
+                .bind(size_i)
+                .bind(now)
+                .bind(backend)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err("insert journal row"))?;
+                (v, None, WriteMode::Created)
+            }
+            Expect::Hash(h) => {
+                let v: Option<i64> = sqlx::query_scalar(
+                    "UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+                     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+                     RETURNING version",
+                )
+                .bind(book.as_str())
+                .bind(path.as_str())
+                .bind(user)
+                .bind(sha)
+                .bind(size_i)
+                .bind(now)
+                .bind(backend)
+                .bind(h.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err("update journal row"))?;
+                (v, Some(h.clone()), WriteMode::Updated)
+            }
+        };
+        let Some(version) = cas else {
+            // Lost the compare-and-swap: audit the failure in this transaction with the hash that
+            // is current once we hold the audit head (so the per-file chain stays ordered).
+            let current: Option<String> = sqlx::query_scalar(
+                "SELECT sha256 FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3",
+            )
+            .bind(book.as_str())
+            .bind(path.as_str())
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("read current hash"))?;
+            let err = match (&expected, current) {
+                (Expect::Absent, Some(cur)) => PfsError::HashRequired {
+                    path: path.to_string(),
+                    current: cur,
+                },
+                (Expect::Hash(_), None) => PfsError::not_found(format!(
+                    "{path} (expected_hash was given but the file does not exist; omit expected_hash to create it)"
+                )),
+                (Expect::Hash(h), Some(cur)) => PfsError::Conflict {
+                    path: path.to_string(),
+                    expected: h.clone(),
+                    current: cur,
+                },
+                // The insert lost to a row that was deleted again before we looked: retryable.
+                (Expect::Absent, None) => PfsError::Conflict {
+                    path: path.to_string(),
+                    expected: "(absent)".into(),
+                    current: "(absent)".into(),
+                },
+            };
+            let msg = err.to_string();
+            let res = audit::append_failure_in_tx(
+                &mut tx,
+                NewAuditRow {
+                    agent_id: actor.agent_id(),
+                    operation: op,
+                    book_id: book.as_str(),
+                    path: path.as_str(),
+                    user_id: user,
+                    prev_hash: None,
+                    new_hash: None,
+                    status: audit_status(&err),
+                    error_message: Some(&msg),
+                    execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                },
+            )
+            .await;
+            match res {
+                Ok(_) => {
+                    if let Err(e) = tx.commit().await {
+                        tracing::warn!(error = %e, "committing a failure audit row failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "writing a failure audit row failed"),
+            }
+            return Err(err);
+        };
+        sqlx::query(
+            "INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(user)
+        .bind(version)
+        .bind(sha)
+        .bind(size_i)
+        .bind(now)
+        .bind(actor.agent_id())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("insert version row"))?;
+        let seq = audit::append_in_tx(
+            &mut tx,
+            &NewAuditRow {
+                agent_id: actor.agent_id(),
+                operation: op,
+                book_id: book.as_str(),
+                path: path.as_str(),
+                user_id: user,
+                prev_hash: prev_hash.as_deref(),
+                new_hash: Some(sha),
+                status: STATUS_SUCCESS,
+                error_message: None,
+                execution_time_ms: Some(started.elapsed().as_millis() as i64),
+            },
+        )
+        .await?;
+        enqueue_pending(&mut tx, book.as_str(), path.as_str(), user, seq).await?;
+        if let Some(f) = &self.inner.cfg.faults {
+            f.before_commit()?;
+        }
+        tx.commit().await.map_err(db_err("commit write"))?;
+        if let Some(f) = &self.inner.cfg.faults
+            && f.after_commit_crash()
+        {
+            return Err(PfsError::Internal(
+                "simulated crash after commit (test fault)".into(),
+            ));
+        }
+        self.materialize_logged(book.as_str(), path.as_str(), user)
+            .await;
+        Ok(WriteOutcome {
+            mode,
+            sha256: sha.to_string(),
+            size,
+            prev_hash,
+            version,
+        })
+    }
+
+    /// Upload an asset (`static/…`): upsert with internal compare-and-swap retries. `Unchanged`
+    /// (no write, no audit row) when the bytes equal the current version.
+    pub async fn put_asset(
+        &self,
+        actor: &Actor,
+        book: &BookId,
+        path: &BookPath,
+        bytes: Bytes,
+    ) -> Result<AssetOutcome> {
+        let started = Instant::now();
+        if path.area() != Area::Static {
+            return Err(PfsError::invalid_path(
+                path.as_str(),
+                "assets live under static/{images|slides|videos|audio}/",
+            ));
+        }
+        if let Err(e) = self.check_write(book, path, &Namespace::Base, &bytes).await {
+            self.audit_failure(
+                actor,
+                OP_UPLOAD_ASSET,
+                book,
+                path,
+                &Namespace::Base,
+                &e,
+                started,
+            )
+            .await;
+            write_metrics(STATUS_ERROR, "none", OP_UPLOAD_ASSET, started);
+            return Err(e);
+        }
+        let sha = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        let mut blob_stored = false;
+        for _attempt in 0..32 {
+            let current = self.stat(book, path, &Namespace::Base).await?;
+            if let Some(cur) = &current
+                && cur.sha256 == sha
+            {
+                return Ok(AssetOutcome {
+                    status: AssetStatus::Unchanged,
+                    sha256: sha,
+                    size,
+                    version: cur.version,
+                });
+            }
+            if !blob_stored {
+                if let Err(e) = self.inner.storage.put_blob(&sha, bytes.clone()).await {
+                    self.audit_failure(
+                        actor,
+                        OP_UPLOAD_ASSET,
+                        book,
+                        path,
+                        &Namespace::Base,
+                        &e,
+                        started,
+                    )
+                    .await;
+                    write_metrics(STATUS_ERROR, "none", OP_UPLOAD_ASSET, started);
+                    return Err(e);
+                }
+                blob_stored = true;
+            }
+            let expect = match &current {
+                Some(cur) => Expect::Hash(cur.sha256.clone()),
+                None => Expect::Absent,
+            };
+            match self
+                .commit_write(
+                    actor,
+                    OP_UPLOAD_ASSET,
+                    book,
+                    path,
+                    &Namespace::Base,
+                    &sha,
+                    size,
+                    expect,
+                    started,
+                )
+                .await
+            {
+                Ok(o) => {
+                    let (status, mode) = match o.mode {
+                        WriteMode::Created => (AssetStatus::Created, "created"),
+                        WriteMode::Updated => (AssetStatus::Updated, "updated"),
+                    };
+                    write_metrics(STATUS_SUCCESS, mode, OP_UPLOAD_ASSET, started);
+                    return Ok(AssetOutcome {
+                        status,
+                        sha256: o.sha256,
+                        size,
+                        version: o.version,
+                    });
+                }
+                Err(
+                    PfsError::Conflict { .. }
+                    | PfsError::HashRequired { .. }
+                    | PfsError::NotFound { .. },
+                ) => {
+                    continue;
+                }
+                Err(e) => {
+                    write_metrics(STATUS_ERROR, "none", OP_UPLOAD_ASSET, started);
+                    return Err(e);
+                }
+            }
+        }
+        write_metrics(STATUS_CONFLICT, "none", OP_UPLOAD_ASSET, started);
+        Err(PfsError::Conflict {
+            path: path.to_string(),
+            expected: "(any)".into(),
+            current: "(changing too fast)".into(),
+        })
+    }
+
+    /// Delete a file in `ns` (an overlay delete never touches the base). Idempotent: deleting a
+    /// missing file succeeds with `existed: false` and is audited too.
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+    ) -> Result<DeleteOutcome> {
+        let started = Instant::now();
+        let op = if path.area() == Area::Content {
+            OP_DELETE_CONTENT
+        } else {
+            OP_DELETE_ASSET
+        };
+        let res = self.delete_inner(actor, book, path, ns, op, started).await;
+        match &res {
+            Ok(_) => write_metrics(STATUS_SUCCESS, "deleted", op, started),
+            Err(e) => write_metrics(audit_status(e), "none", op, started),
+        }
+        res
+    }
+
+    async fn delete_inner(
+        &self,
+        actor: &Actor,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        op: &'static str,
+        started: Instant,
+    ) -> Result<DeleteOutcome> {
+        if matches!(ns, Namespace::Overlay(_)) && path.area() != Area::Content {
+            let e = PfsError::InvalidInput("overlays hold content/ files only".into());
+            return Err(e);
+        }
+        let db = &self.inner.db;
+        let user = ns.journal_user();
+        let mut tx = db
+            .pool
+            .begin_with(db.kind.begin_write())
+            .await
+            .map_err(db_err("begin delete"))?;
+        let prev: Option<String> = sqlx::query_scalar(
+            "DELETE FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3 RETURNING sha256",
+        )
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err("delete journal row"))?;
+        let seq = match &prev {
+            Some(p) => {
+                audit::append_in_tx(
+                    &mut tx,
+                    &NewAuditRow {
+                        agent_id: actor.agent_id(),
+                        operation: op,
+                        book_id: book.as_str(),
+                        path: path.as_str(),
+                        user_id: user,
+                        prev_hash: Some(p),
+                        new_hash: None,
+                        status: STATUS_SUCCESS,
+                        error_message: None,
+                        execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                    },
+                )
+                .await?
+            }
+            // Nothing to delete: the row records the unchanged state (absent → absent), taken
+            // under the head lock like every other no-change row.
+            None => {
+                audit::append_failure_in_tx(
+                    &mut tx,
+                    NewAuditRow {
+                        agent_id: actor.agent_id(),
+                        operation: op,
+                        book_id: book.as_str(),
+                        path: path.as_str(),
+                        user_id: user,
+                        prev_hash: None,
+                        new_hash: None,
+                        status: STATUS_SUCCESS,
+                        error_message: None,
+                        execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                    },
+                )
+                .await?
+            }
+        };
+        // Always enqueue: a stray canonical object (e.g. left by a crash) is removed too.
+        enqueue_pending(&mut tx, book.as_str(), path.as_str(), user, seq).await?;
+        if let Some(f) = &self.inner.cfg.faults {
+            f.before_commit()?;
+        }
+        tx.commit().await.map_err(db_err("commit delete"))?;
+        if let Some(f) = &self.inner.cfg.faults
+            && f.after_commit_crash()
+        {
+            return Err(PfsError::Internal(
+                "simulated crash after commit (test fault)".into(),
+            ));
+        }
+        self.materialize_logged(book.as_str(), path.as_str(), user)
+            .await;
+        Ok(DeleteOutcome {
+            existed: prev.is_some(),
+            prev_hash: prev,
+        })
+    }
+
+    /// Write an audit row for a failed mutation (own transaction; failures are logged).
+    #[allow(clippy::too_many_arguments)]
+    async fn audit_failure(
+        &self,
+        actor: &Actor,
+        op: &'static str,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        err: &PfsError,
+        started: Instant,
+    ) {
+        let db = &self.inner.db;
+        let msg = err.to_string();
+        let res = async {
+            let mut tx = db
+                .pool
+                .begin_with(db.kind.begin_write())
+                .await
+                .map_err(db_err("begin failure audit"))?;
+            audit::append_failure_in_tx(
+                &mut tx,
+                NewAuditRow {
+                    agent_id: actor.agent_id(),
+                    operation: op,
+                    book_id: book.as_str(),
+                    path: path.as_str(),
+                    user_id: ns.journal_user(),
+                    prev_hash: None,
+                    new_hash: None,
+                    status: audit_status(err),
+                    error_message: Some(&msg),
+                    execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                },
+            )
+            .await?;
+            tx.commit().await.map_err(db_err("commit failure audit"))
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "writing a failure audit row failed");
+        }
+    }
+
+    // ---------------------------------------------------------------- materialization
+
+    async fn materialize_logged(&self, book: &str, path: &str, user: &str) {
+        if let Err(e) = self.materialize(book, path, user).await {
+            metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
+            tracing::warn!(error = %e, book, path, user, "materialization deferred; the reconciler or fsck will finish it");
+        }
+    }
+
+    /// Make the canonical object of (book, path, user) hold what the journal says (copy of the
+    /// blob, or nothing), looping until the state applied is the state committed. Clears the
+    /// pending entry when no newer commit happened meanwhile.
+    pub(crate) async fn materialize(&self, book: &str, path: &str, user: &str) -> Result<()> {
+        let pool = &self.inner.db.pool;
+        let key = key_for(book, path, user);
+        for attempt in 0..16 {
+            if attempt > 0 {
+                metrics::counter!("panaversityfs_materialize_retry_total").increment(1);
+            }
+            let ticket: Option<i64> = sqlx::query_scalar(
+                "SELECT ticket FROM pending_materializations WHERE book_id = $1 AND path = $2 AND user_id = $3",
+            )
+            .bind(book)
+            .bind(path)
+            .bind(user)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("read pending ticket"))?;
+            let state = self.journal_sha(book, path, user).await?;
+            match &state {
+                Some(sha) => self.inner.storage.copy(&blob_key(sha), &key).await?,
+                None => self.inner.storage.delete(&key).await?,
+            }
+            let after = self.journal_sha(book, path, user).await?;
+            if after == state {
+                if let Some(t) = ticket {
+                    sqlx::query(
+                        "DELETE FROM pending_materializations WHERE book_id = $1 AND path = $2 AND user_id = $3 AND ticket = $4",
+                    )
+                    .bind(book)
+                    .bind(path)
+                    .bind(user)
+                    .bind(t)
+                    .execute(pool)
+                    .await
+                    .map_err(db_err("clear pending ticket"))?;
+                }
+                return Ok(());
+            }
+        }
+        Err(PfsError::Storage(format!(
+            "{key} kept changing while being materialized; it stays pending"
+        )))
+    }
+
+    async fn journal_sha(&self, book: &str, path: &str, user: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT sha256 FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3",
+        )
+        .bind(book)
+        .bind(path)
+        .bind(user)
+        .fetch_optional(&self.inner.db.pool)
+        .await
+        .map_err(db_err("read journal hash"))
+    }
+
+    /// Complete every pending materialization (after a crash or a storage outage). Returns how
+    /// many entries were completed; entries that still fail stay pending.
+    pub async fn reconcile_pending(&self) -> Result<usize> {
+        let rows = sqlx::query(
+            "SELECT book_id, path, user_id FROM pending_materializations ORDER BY ticket",
+        )
+        .fetch_all(&self.inner.db.pool)
+        .await
+        .map_err(db_err("list pending materializations"))?;
+        let mut done = 0;
+        let mut first_err = None;
+        for r in &rows {
+            let g = db_err("decode pending row");
+            let book: String = r.try_get("book_id").map_err(&g)?;
+            let path: String = r.try_get("path").map_err(&g)?;
+            let user: String = r.try_get("user_id").map_err(&g)?;
+            match self.materialize(&book, &path, &user).await {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, book, path, user, "pending materialization failed again");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if done == 0 && !rows.is_empty() => Err(e),
+            _ => Ok(done),
+        }
+    }
+
+    /// Number of pending materializations.
+    pub async fn pending_count(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM pending_materializations")
+            .fetch_one(&self.inner.db.pool)
+            .await
+            .map_err(db_err("count pending"))
+    }
+
+    // ---------------------------------------------------------------- manifests
+
+    /// Store a manifest snapshot (`{path: sha256}` JSON with sorted keys). Idempotent and safe
+    /// under concurrent calls (`ON CONFLICT DO NOTHING`).
+    pub async fn save_manifest_snapshot(
+        &self,
+        book: &BookId,
+        manifest_hash: &str,
+        entries: &[(String, String)],
+    ) -> Result<()> {
+        let map: BTreeMap<&str, &str> = entries
+            .iter()
+            .map(|(p, s)| (p.as_str(), s.as_str()))
+            .collect();
+        let json = serde_json::to_string(&map).map_err(PfsError::internal)?;
+        sqlx::query(
+            "INSERT INTO manifest_snapshots (book_id, manifest_hash, created_at, file_count, content_json) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (book_id, manifest_hash) DO NOTHING",
+        )
+        .bind(book.as_str())
+        .bind(manifest_hash)
+        .bind(now_micros())
+        .bind(map.len() as i64)
+        .bind(json)
+        .execute(&self.inner.db.pool)
+        .await
+        .map_err(db_err("save manifest snapshot"))?;
+        Ok(())
+    }
+
+    /// A stored manifest snapshot as sorted `(path, sha256)` entries.
+    pub async fn load_manifest_snapshot(
+        &self,
+        book: &BookId,
+        manifest_hash: &str,
+    ) -> Result<Option<Vec<(String, String)>>> {
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT content_json FROM manifest_snapshots WHERE book_id = $1 AND manifest_hash = $2",
+        )
+        .bind(book.as_str())
+        .bind(manifest_hash)
+        .fetch_optional(&self.inner.db.pool)
+        .await
+        .map_err(db_err("load manifest snapshot"))?;
+        json.map(|j| {
+            serde_json::from_str::<BTreeMap<String, String>>(&j)
+                .map(|m| m.into_iter().collect())
+                .map_err(|e| PfsError::Internal(format!("corrupt manifest snapshot: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Every journal row of every book and namespace (fsck).
+    pub(crate) async fn all_journal_rows(&self) -> Result<Vec<JournalEntry>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLS} FROM file_journal"
+        )))
+        .fetch_all(&self.inner.db.pool)
+        .await
+        .map_err(db_err("read journal"))?;
+        rows.iter().map(decode_entry).collect()
+    }
+
+    /// The canonical storage key of a journal entry.
+    pub fn canonical_key(entry: &JournalEntry) -> String {
+        key_for(&entry.book_id, &entry.path, &entry.user_id)
+    }
+
+    /// The canonical key of `path` in `ns` (same as [`BookPath::storage_key`]).
+    pub fn storage_key(book: &BookId, path: &BookPath, ns: &Namespace) -> String {
+        storage_key(book, ns, path.as_str())
+    }
+}
+
+fn check_sha(sha: &str) -> Result<()> {
+    if is_sha256_hex(sha) {
+        Ok(())
+    } else {
+        Err(PfsError::InvalidInput(
+            "a blob hash is 64 lowercase hex digits".into(),
+        ))
+    }
+}
+
+fn decode_book(r: &sqlx::any::AnyRow) -> Result<BookInfo> {
+    let g = db_err("decode book row");
+    let profile: String = r.try_get("profile").map_err(&g)?;
+    Ok(BookInfo {
+        book_id: r.try_get("book_id").map_err(&g)?,
+        profile: Profile::parse(&profile)?,
+        created_at: from_micros(r.try_get("created_at").map_err(&g)?),
+    })
+}
+
+async fn enqueue_pending(
+    conn: &mut sqlx::AnyConnection,
+    book: &str,
+    path: &str,
+    user: &str,
+    ticket: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket",
+    )
+    .bind(book)
+    .bind(path)
+    .bind(user)
+    .bind(ticket)
+    .execute(conn)
+    .await
+    .map_err(db_err("enqueue materialization"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actors() {
+        assert!(Actor::new("agent-1").is_ok());
+        for bad in ["", "  ", "system", "SYSTEM", " system ", "a\nb"] {
+            assert!(Actor::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_keys() {
+        assert_eq!(
+            key_for("b-1", "content/a.md", BASE_USER),
+            "books/b-1/content/a.md"
+        );
+        assert_eq!(
+            key_for("b-1", "content/a.md", "u1"),
+            "books/b-1/users/u1/content/a.md"
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! Object storage over Apache OpenDAL (`fs`, `s3`, `memory`), with retries (jittered exponential
+//! backoff) and timeouts on every call, plus an optional fault-injection plan for tests.
+//!
+//! Keys are plain strings relative to the storage root. The book layout lives under `books/`
+//! (see [`crate::path::storage_key`]); the engine's immutable content-addressed blobs live under
+//! `_pfs/blobs/sha256/{aa}/{sha}` ([`blob_key`]), outside `books/`, so listings, archives and the
+//! CDN never see them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use opendal::Operator;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{PfsError, Result};
+
+/// Prefix of the engine's private objects (blobs, temp files, quarantine).
+pub const PRIVATE_PREFIX: &str = "_pfs/";
+
+/// The content-addressed key of a blob: `_pfs/blobs/sha256/{first two hex}/{sha}`.
+pub fn blob_key(sha256: &str) -> String {
+    let shard = sha256.get(..2).unwrap_or("xx");
+    format!("_pfs/blobs/sha256/{shard}/{sha256}")
+}
+
+/// Whether `s` is a lowercase hex sha256 (64 characters).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+static PROCESS_INIT: Once = Once::new();
+
+/// Process-wide setup the storage layer needs, idempotent: installs rustls' ring crypto provider
+/// (ignoring "already installed") and the reqwest HTTP transport opendal's S3 service uses.
+pub fn init_process() {
+    PROCESS_INIT.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match reqwest::Client::builder().build() {
+            Ok(client) => opendal::HttpTransporter::install_default(
+                opendal_http_transport_reqwest::ReqwestTransport::new(client),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "building the reqwest client for opendal failed; using its lazy default");
+                opendal::HttpTransporter::install_default(
+                    opendal_http_transport_reqwest::ReqwestTransport::default(),
+                );
+            }
+        }
+    });
+}
+
+/// Where objects are stored.
+#[derive(Clone, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum StorageConfig {
+    /// A directory on the local file system (the embedded default).
+    Fs { root: PathBuf },
+    /// In-process memory (tests).
+    Memory,
+    /// AWS S3 or an S3-compatible service (Cloudflare R2, MinIO, …) via `endpoint`.
+    S3 {
+        bucket: String,
+        /// Region; `auto` when unset (what R2 expects).
+        region: Option<String>,
+        /// Endpoint URL without the bucket name; AWS default when unset.
+        endpoint: Option<String>,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        /// Key prefix inside the bucket (`/` when unset).
+        root: Option<String>,
+    },
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageConfig::Fs { root } => f.debug_struct("Fs").field("root", root).finish(),
+            StorageConfig::Memory => f.write_str("Memory"),
+            StorageConfig::S3 {
+                bucket,
+                region,
+                endpoint,
+                root,
+                ..
+            } => f
+                .debug_struct("S3")
+                .field("bucket", bucket)
+                .field("region", region)
+                .field("endpoint", endpoint)
+                .field("root", root)
+                .field("credentials", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// Retry and timeout settings applied to every storage call.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Timeout of non-I/O calls (stat, delete, list pages).
+    pub timeout: Duration,
+    /// Timeout of each I/O step (read/write of one chunk).
+    pub io_timeout: Duration,
+    /// Retries of transient errors, after the first attempt.
+    pub retry_max_times: usize,
+    pub retry_min_delay: Duration,
+    pub retry_max_delay: Duration,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(15),
+            retry_max_times: 4,
+            retry_min_delay: Duration::from_millis(20),
+            retry_max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Which storage call a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    Put,
+    Get,
+    Delete,
+    Copy,
+}
+
+/// A shared, adjustable plan of injected storage failures (tests). Faults are returned as
+/// transient `STORAGE_UNAVAILABLE` errors *after* opendal's retry layer, i.e. as the engine would
+/// see a storage outage. With `ambiguous`, half of the injected put/copy/delete faults happen
+/// after the real call succeeded (the caller can't tell whether the change landed).
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    fail_next: AtomicU64,
+    /// Failure probability in parts per million.
+    rate_ppm: AtomicU64,
+    ambiguous: std::sync::atomic::AtomicBool,
+    injected: AtomicU64,
+}
+
+impl FaultPlan {
+    /// A plan that injects nothing until told to.
+    pub fn new() -> Arc<FaultPlan> {
+        Arc::new(FaultPlan::default())
+    }
+
+    /// Make the next `n` put/get/delete/copy calls fail.
+    pub fn fail_next(&self, n: u64) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Make a random fraction (0.0–1.0) of calls fail.
+    pub fn set_failure_rate(&self, fraction: f64) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1_000_000.0) as u64;
+        self.rate_ppm.store(ppm, Ordering::SeqCst);
+    }
+
+    /// Let half of the injected mutation faults happen after the real call succeeded.
+    pub fn set_ambiguous(&self, on: bool) {
+        self.ambiguous.store(on, Ordering::SeqCst);
+    }
+
+    /// Stop injecting.
+    pub fn disable(&self) {
+        self.fail_next.store(0, Ordering::SeqCst);
+        self.rate_ppm.store(0, Ordering::SeqCst);
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::SeqCst)
+    }
+
+    /// Decide whether this call fails; `Some(after)` when it does (`after`: fail after the call).
+    fn decide(&self, op: FaultOp) -> Option<bool> {
+        let take_next = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let fail = take_next || {
+            let ppm = self.rate_ppm.load(Ordering::Relaxed);
+            ppm > 0 && rand::random_range(0..1_000_000u64) < ppm
+        };
+        if !fail {
+            return None;
+        }
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        let after =
+            op != FaultOp::Get && self.ambiguous.load(Ordering::Relaxed) && rand::random_bool(0.5);
+        Some(after)
+    }
+}
+
+fn injected_error(op: FaultOp, key: &str) -> PfsError {
+    PfsError::Storage(format!("injected {op:?} fault on {key} (test fault plan)"))
+}
+
+/// The object store: an opendal `Operator` with retry and timeout layers. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    op: Operator,
+    backend: &'static str,
+    faults: Option<Arc<FaultPlan>>,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("backend", &self.backend)
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
+
+fn config_error(e: opendal::Error) -> PfsError {
+    PfsError::InvalidInput(format!("storage configuration: {}", e.kind()))
+}
+
+impl Storage {
+    /// Build the store with default retry/timeout options.
+    pub fn new(cfg: &StorageConfig) -> Result<Storage> {
+        Storage::with_options(cfg, &StorageOptions::default())
+    }
+
+    /// Build the store with explicit retry/timeout options.
+    pub fn with_options(cfg: &StorageConfig, opts: &StorageOptions) -> Result<Storage> {
+        init_process();
+        let (op, backend) = match cfg {
+            StorageConfig::Fs { root } => {
+                let root_s = root.to_string_lossy().to_string();
+                let tmp = root.join("_pfs").join("tmp");
+                let b = opendal::services::Fs::default()
+                    .root(&root_s)
+                    .atomic_write_dir(&tmp.to_string_lossy());
+                (Operator::new(b).map_err(config_error)?, "fs")
+            }
+            StorageConfig::Memory => (
+                Operator::new(opendal::services::Memory::default()).map_err(config_error)?,
+                "memory",
+            ),
+            StorageConfig::S3 {
+                bucket,
+                region,
+                endpoint,
+                access_key_id,
+                secret_access_key,
+                root,
+            } => {
+                let mut b = opendal::services::S3::default()
+                    .bucket(bucket)
+                    .region(region.as_deref().unwrap_or("auto"))
+                    .root(root.as_deref().unwrap_or("/"));
+                if let Some(ep) = endpoint {
+                    b = b.endpoint(ep);
+                }
+                if let (Some(ak), Some(sk)) = (access_key_id, secret_access_key) {
+                    b = b
+                        .access_key_id(ak)
+                        .secret_access_key(sk)
+                        .disable_config_load()
+                        .disable_ec2_metadata();
+                }
+                (Operator::new(b).map_err(config_error)?, "s3")
+            }
+        };
+        let op = op
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(opts.timeout)
+                    .with_io_timeout(opts.io_timeout),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(opts.retry_max_times)
+                    .with_min_delay(opts.retry_min_delay)
+                    .with_max_delay(opts.retry_max_delay),
+            );
+        Ok(Storage {
+            op,
+            backend,
+            faults: None,
+        })
+    }
+
+    /// The same store with a fault plan attached (tests). Clones share the plan.
+    pub fn with_faults(mut self, plan: Arc<FaultPlan>) -> Storage {
+        self.faults = Some(plan);
+        self
+    }
+
+    /// The attached fault plan, if any.
+    pub fn faults(&self) -> Option<&Arc<FaultPlan>> {
+        self.faults.as_ref()
+    }
+
+    /// `fs`, `s3` or `memory` (recorded in the journal's `storage_backend`).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The underlying operator (for streaming readers/writers and listings).
+    pub fn operator(&self) -> &Operator {
+        &self.op
+    }
+
+    #[inline]
+    fn fault_before(&self, op: FaultOp, key: &str) -> Result<Option<bool>> {
+        match &self.faults {
+            None => Ok(None),
+            Some(plan) => match plan.decide(op) {
+                Some(false) => Err(injected_error(op, key)),
+                other => Ok(other),
+            },
+        }
+    }
+
+    #[inline]
+    fn fault_after(decision: Option<bool>, op: FaultOp, key: &str) -> Result<()> {
+        if decision == Some(true) {
+            Err(injected_error(op, key))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Write `bytes` at `key` (replacing any object there).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let d = self.fault_before(FaultOp::Put, key)?;
+        self.op.write(key, bytes).await?;
+        Self::fault_after(d, FaultOp::Put, key)
+    }
+
+    /// Read the whole object; `NOT_FOUND` when missing.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        self.fault_before(FaultOp::Get, key)?;
+        Ok(self.op.read(key).await?.to_bytes())
+    }
+
+    /// Read the whole object, `None` when missing.
+    pub async fn get_opt(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.get(key).await {
+            Ok(b) => Ok(Some(b)),
+            Err(PfsError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Size of the object, `None` when missing.
+    pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
+        match self.op.stat(key).await {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delete `key`; deleting a missing object succeeds.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let d = self.fault_before(FaultOp::Delete, key)?;
+        match self.op.delete(key).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Self::fault_after(d, FaultOp::Delete, key)
+    }
+
+    /// Copy `from` to `to`. Server-side on S3; on fs/memory a streamed read into an atomic write,
+    /// so the destination never holds a partial object.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let d = self.fault_before(FaultOp::Copy, to)?;
+        if self.backend == "s3" {
+            self.op.copy(from, to).await?;
+        } else {
+            let mut stream = self.op.reader(from).await?.into_stream(..).await?;
+            let mut w = self.op.writer(to).await?;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(buf) => {
+                        if let Err(e) = w.write(buf).await {
+                            let _ = w.abort().await;
+                            return Err(e.into());
+                        }
+                    }
+                    Err(e) => {
+                        let _ = w.abort().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            w.close().await?;
+        }
+        Self::fault_after(d, FaultOp::Copy, to)
+    }
+
+    /// A streaming reader over the whole object (bounded memory).
+    pub async fn reader(&self, key: &str) -> Result<opendal::FuturesAsyncReader> {
+        self.fault_before(FaultOp::Get, key)?;
+        let r = self.op.reader_with(key).chunk(256 * 1024).await?;
+        Ok(r.into_futures_async_read(..).await?)
+    }
+
+    /// Stream the object through sha256: `(hex, size)`, or `None` when missing.
+    pub async fn hash_object(&self, key: &str) -> Result<Option<(String, u64)>> {
+        let reader = match self.op.reader(key).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut stream = match reader.into_stream(..).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut h = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let buf = chunk?;
+            for b in buf {
+                size += b.len() as u64;
+                h.update(&b);
+            }
+        }
+        Ok(Some((hex::encode(h.finalize()), size)))
+    }
+
+    /// All objects (not directories) under `prefix` (e.g. `books/`), recursively: `(key, size)`.
+    pub async fn list_files(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let entries = match self.op.list_with(prefix).recursive(true).await {
+            Ok(v) => v,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file() && !e.path().ends_with('/'))
+            .map(|e| {
+                let size = e.metadata().content_length();
+                (e.path().to_string(), size)
+            })
+            .collect())
+    }
+
+    /// Store `bytes` as the immutable blob `sha256` unless an object of that size is already
+    /// there. The caller computed `sha256` from `bytes`.
+    pub async fn put_blob(&self, sha256: &str, bytes: Bytes) -> Result<()> {
+        let key = blob_key(sha256);
+        if self.stat(&key).await? == Some(bytes.len() as u64) {
+            return Ok(());
+        }
+        self.put(&key, bytes).await
+    }
+
+    /// Cheap reachability probe (for readiness checks).
+    pub async fn check(&self) -> Result<()> {
+        self.op.check().await.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_keys_are_sharded() {
+        let sha = sha256_hex(b"hello");
+        assert!(is_sha256_hex(&sha));
+        assert_eq!(
+            blob_key(&sha),
+            format!("_pfs/blobs/sha256/{}/{}", &sha[..2], sha)
+        );
+        assert!(!is_sha256_hex("ABC"));
+        assert!(!is_sha256_hex(&"G".repeat(64)));
+    }
+
+    #[tokio::test]
+    async fn memory_round_trip_and_faults() {
+        let plan = FaultPlan::new();
+        let s = Storage::new(&StorageConfig::Memory)
+            .unwrap()
+            .with_faults(plan.clone());
+        s.put("a/b", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(s.get("a/b").await.unwrap(), Bytes::from_static(b"x"));
+        plan.fail_next(1);
+        assert_eq!(
+            s.get("a/b").await.unwrap_err().code(),
+            crate::ErrorCode::StorageUnavailable
+        );
+        assert_eq!(plan.injected(), 1);
+        assert!(s.get("a/b").await.is_ok());
+        s.copy("a/b", "c/d").await.unwrap();
+        assert_eq!(
+            s.hash_object("c/d").await.unwrap().unwrap().0,
+            sha256_hex(b"x")
+        );
+        s.delete("a/b").await.unwrap();
+        s.delete("a/b").await.unwrap();
+        assert!(s.get_opt("a/b").await.unwrap().is_none());
+        assert_eq!(
+            s.list_files("c/").await.unwrap(),
+            vec![("c/d".to_string(), 1)]
+        );
+    }
+}

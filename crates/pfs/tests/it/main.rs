@@ -1,0 +1,5 @@
+//! Integration tests of the pfs engine (one test binary). Every test runs on SQLite and, when
+//! `DATABASE_URL` points at PostgreSQL (mandatory with `REQUIRE_SERVICES=1`), on PostgreSQL too.
+
+mod content;
+pub mod support;
