@@ -1,6 +1,8 @@
 //! Study Mode API: the ChatKit protocol server, thread store, lesson sources and the tutor.
 
 pub mod chatkit;
+pub mod lessons;
+pub mod llm;
 pub mod server;
 pub mod store;
 pub mod turn;

@@ -346,6 +346,8 @@ async fn handle(
                 return;
             }
             Step::DisconnectMidStream { .. } => {
+                // Let hyper flush what was sent, then break the body.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = tx
                     .send(Err(std::io::Error::other("fake abrupt disconnect")))
                     .await;
