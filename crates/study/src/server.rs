@@ -17,12 +17,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
 use platform::identity::{AuthMethod, Identity};
-use platform::ratelimit::{Decision, RateLimiter};
+use platform::ratelimit::RateLimiter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -125,39 +125,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-// ------------------------------------------------------------- rate limits
-
-fn rate_limit_headers(d: &Decision, headers: &mut HeaderMap) {
-    let reset = d.reset_after.as_secs() + u64::from(d.reset_after.subsec_nanos() > 0);
-    let mut put = |name: &'static str, v: u64| {
-        if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    put("x-ratelimit-limit", d.limit);
-    put("x-ratelimit-remaining", d.remaining);
-    put("x-ratelimit-reset", reset);
-    if !d.allowed {
-        put("retry-after", reset.max(1));
-    }
-}
-
-fn too_many_requests(d: &Decision) -> Response {
-    let body = json!({"error": {
-        "code": "RATE_LIMITED",
-        "message": format!(
-            "message limit reached ({} per window); try again in {} s",
-            d.limit,
-            d.reset_after.as_secs().max(1)
-        ),
-        "limit": d.limit,
-        "reset_after_ms": u64::try_from(d.reset_after.as_millis()).unwrap_or(u64::MAX),
-    }});
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-    rate_limit_headers(d, resp.headers_mut());
-    resp
-}
-
 // ----------------------------------------------------------------- handler
 
 /// Frontend query parameters (reference §1.1); other parameters are ignored.
@@ -238,7 +205,7 @@ async fn chatkit(State(st): State<Arc<StudyState>>, req: Request) -> Response {
             .check(&format!("study:msg:{}", caller.owner.user_id))
             .await;
         if !d.allowed {
-            return too_many_requests(&d);
+            return platform::ratelimit::too_many_requests(&d);
         }
         Some(d)
     } else {
@@ -253,7 +220,7 @@ async fn chatkit(State(st): State<Arc<StudyState>>, req: Request) -> Response {
         Err(e) => e.into_response(),
     };
     if let Some(d) = decision {
-        rate_limit_headers(&d, resp.headers_mut());
+        resp.headers_mut().extend(platform::ratelimit::headers(&d));
     }
     resp
 }

@@ -1,4 +1,8 @@
 //! Integration tests for the study crate (one test binary).
 
+mod chatkit_protocol;
+mod chatkit_validate;
 mod fake_llm;
+mod store;
+mod support;
 mod tutor_llm;
