@@ -1,0 +1,337 @@
+//! The archive download route: `GET /books/{book}/archive?scope=…[&user_id=…][&expires=…&sig=…]`.
+//!
+//! The ZIP is produced in a spawned task into one end of a bounded `tokio::io::duplex` pipe and
+//! the other end is the response body, so memory stays bounded whatever the book size: one blob
+//! is streamed at a time through the deflater. Entries are in path order with a fixed timestamp,
+//! so the same manifest always gives the same bytes; the ETag is a hash of manifest + scope + user.
+//!
+//! Access: a valid signature from `get_book_archive` (HMAC over book, scope, user, expiry), or an
+//! authenticated caller (an [`Identity`] in the request extensions) with the `read` scope, who
+//! may include only their own overlay unless admin.
+
+use std::time::Instant;
+
+use async_zip::base::write::ZipFileWriter;
+use async_zip::{Compression, ZipDateTime, ZipDateTimeBuilder, ZipEntryBuilder};
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use futures::{AsyncWriteExt, StreamExt};
+use pfs::engine::{Engine, JournalEntry, ListView};
+use pfs::{BookId, DirPrefix, PfsError, UserId};
+use platform::Identity;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio_util::io::ReaderStream;
+
+use crate::args::ArchiveScope;
+use crate::auth::{self, Need};
+use crate::sign::{self, SigError};
+use crate::state::PfsMcpState;
+
+/// Size of the in-memory pipe between the ZIP writer and the response body.
+pub const PIPE_BYTES: usize = 256 * 1024;
+
+/// What an archive of one book/scope/user contains.
+#[derive(Debug)]
+pub struct ArchivePlan {
+    /// Files in path order (overlay rows replace base rows when a user is given).
+    pub entries: Vec<JournalEntry>,
+    /// Sum of the file sizes.
+    pub total_bytes: u64,
+    /// Manifest hash over `(path, sha256)` of the entries.
+    pub manifest_hash: String,
+}
+
+/// List the files of an archive.
+pub async fn plan(
+    engine: &Engine,
+    book: &BookId,
+    scope: ArchiveScope,
+    user: Option<&UserId>,
+) -> Result<ArchivePlan, PfsError> {
+    let view = match user {
+        Some(u) => ListView::Merged(u.clone()),
+        None => ListView::Base,
+    };
+    let prefix = match scope {
+        ArchiveScope::Content => Some(DirPrefix::parse("content")?),
+        ArchiveScope::Assets => Some(DirPrefix::parse("static")?),
+        ArchiveScope::All => None,
+    };
+    let entries: Vec<JournalEntry> = engine
+        .list(book, view, prefix.as_ref())
+        .await?
+        .into_iter()
+        .filter(|e| scope.admits(&e.path))
+        .collect();
+    let pairs: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| (e.path.clone(), e.sha256.clone()))
+        .collect();
+    Ok(ArchivePlan {
+        total_bytes: entries.iter().map(|e| e.size).sum(),
+        manifest_hash: pfs::manifest::manifest_hash(&pairs),
+        entries,
+    })
+}
+
+/// Query parameters of the archive route.
+#[derive(Debug, Deserialize)]
+pub struct ArchiveQuery {
+    /// content (default), assets or all.
+    pub scope: Option<String>,
+    /// Merge this user's overlay.
+    pub user_id: Option<String>,
+    /// Signed URLs: expiry (unix seconds).
+    pub expires: Option<i64>,
+    /// Signed URLs: hex HMAC-SHA256.
+    pub sig: Option<String>,
+}
+
+fn status_of(e: &PfsError) -> StatusCode {
+    use pfs::ErrorCode::*;
+    match e.code() {
+        InvalidPath | SchemaViolation | InvalidInput | HashRequired => StatusCode::BAD_REQUEST,
+        NotFound => StatusCode::NOT_FOUND,
+        Conflict => StatusCode::CONFLICT,
+        PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Unauthorized => StatusCode::UNAUTHORIZED,
+        Forbidden => StatusCode::FORBIDDEN,
+        StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(e: PfsError) -> Response {
+    if let PfsError::Internal(msg) = &e {
+        tracing::error!(error = %msg, "archive failed");
+    }
+    (status_of(&e), axum::Json(e.to_json())).into_response()
+}
+
+/// A fixed entry timestamp (2000-01-01T00:00:00Z) so archives are byte-reproducible.
+fn fixed_time() -> ZipDateTime {
+    ZipDateTimeBuilder::new()
+        .year(2000)
+        .month(1)
+        .day(1)
+        .hour(0)
+        .minute(0)
+        .second(0)
+        .build()
+}
+
+/// Write the ZIP of `entries` to `out`, streaming each blob through the deflater.
+pub async fn write_zip<W>(engine: &Engine, entries: &[JournalEntry], out: W) -> Result<(), PfsError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let zip_err = |e: async_zip::error::ZipError| PfsError::Internal(format!("zip: {e}"));
+    let mut zip = ZipFileWriter::with_tokio(out);
+    let when = fixed_time();
+    for e in entries {
+        let compression = if is_precompressed(&e.path) {
+            Compression::Stored
+        } else {
+            Compression::Deflate
+        };
+        let builder = ZipEntryBuilder::new(e.path.clone().into(), compression)
+            .last_modification_date(when)
+            .unix_permissions(0o644);
+        let mut reader = engine.open_blob(&e.sha256).await?;
+        let mut writer = zip.write_entry_stream(builder).await.map_err(zip_err)?;
+        futures::io::copy(&mut reader, &mut writer)
+            .await
+            .map_err(|err| {
+                PfsError::Storage(format!(
+                    "reading {} for the archive: {}",
+                    e.path,
+                    err.kind()
+                ))
+            })?;
+        writer.close().await.map_err(zip_err)?;
+    }
+    let mut inner = zip.close().await.map_err(zip_err)?;
+    inner
+        .close()
+        .await
+        .map_err(|err| PfsError::Internal(format!("closing the archive stream: {err}")))?;
+    Ok(())
+}
+
+/// Formats that are already compressed (deflating them again wastes CPU).
+fn is_precompressed(path: &str) -> bool {
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        ext.as_str(),
+        "png"
+            | "jpg"
+            | "jpeg"
+            | "gif"
+            | "webp"
+            | "avif"
+            | "mp4"
+            | "webm"
+            | "mov"
+            | "mp3"
+            | "ogg"
+            | "zip"
+            | "pdf"
+    )
+}
+
+/// Decide whether the request may download this archive.
+fn authorize(
+    state: &PfsMcpState,
+    book: &BookId,
+    scope: ArchiveScope,
+    user: Option<&UserId>,
+    q: &ArchiveQuery,
+    identity: Option<&Identity>,
+) -> Result<(), PfsError> {
+    if let Some(sig) = &q.sig {
+        let expires = q
+            .expires
+            .ok_or_else(|| PfsError::InvalidInput("a signed archive URL needs expires".into()))?;
+        return match sign::verify(
+            &state.config.archive_signing_key,
+            book.as_str(),
+            scope.as_str(),
+            user.map(UserId::as_str),
+            expires,
+            sig,
+            Utc::now().timestamp(),
+        ) {
+            Ok(()) => Ok(()),
+            Err(SigError::Expired) => Err(PfsError::Forbidden(
+                "this archive URL has expired; call get_book_archive again for a fresh one".into(),
+            )),
+            Err(SigError::Invalid) => Err(PfsError::Forbidden(
+                "the archive URL signature does not match; use the URL exactly as get_book_archive returned it".into(),
+            )),
+        };
+    }
+    let id = identity.ok_or_else(|| {
+        PfsError::Unauthorized("authentication required: send a bearer token or use a signed URL from get_book_archive".into())
+    })?;
+    auth::require(id, Need::Read)?;
+    if let Some(u) = user {
+        auth::check_overlay(id, u)?;
+    }
+    Ok(())
+}
+
+/// `GET /books/{book}/archive`.
+pub async fn archive_handler(
+    State(state): State<PfsMcpState>,
+    Path(book): Path<String>,
+    Query(q): Query<ArchiveQuery>,
+    identity: Option<Extension<Identity>>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let scope = match q.scope.as_deref().map(ArchiveScope::parse).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return error_response(e),
+    };
+    let prepared = async {
+        let book = BookId::parse(&book)?;
+        let user = q.user_id.as_deref().map(UserId::parse).transpose()?;
+        authorize(
+            &state,
+            &book,
+            scope,
+            user.as_ref(),
+            &q,
+            identity.as_ref().map(|Extension(i)| i),
+        )?;
+        if state.engine.book(&book).await?.is_none() {
+            return Err(PfsError::not_found(format!("book {book}")));
+        }
+        let plan = plan(&state.engine, &book, scope, user.as_ref()).await?;
+        Ok::<_, PfsError>((book, user, plan))
+    }
+    .await;
+    let (book, user, plan) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            crate::metrics::archive(scope.as_str(), "error", started.elapsed(), 0);
+            return error_response(e);
+        }
+    };
+    let etag = {
+        let mut h = Sha256::new();
+        h.update(format!(
+            "{}\n{}\n{}\n{}",
+            book,
+            scope.as_str(),
+            user.as_ref().map(UserId::as_str).unwrap_or(""),
+            plan.manifest_hash
+        ));
+        format!("\"{}\"", &hex::encode(h.finalize())[..32])
+    };
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        crate::metrics::archive(scope.as_str(), "not_modified", started.elapsed(), 0);
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let filename = match &user {
+        Some(u) => format!("{book}-{}-{u}.zip", scope.as_str()),
+        None => format!("{book}-{}.zip", scope.as_str()),
+    };
+    let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), PfsError>>();
+    let engine = state.engine.clone();
+    let scope_name = scope.as_str();
+    let entries = plan.entries;
+    tokio::spawn(async move {
+        let res = write_zip(&engine, &entries, writer).await;
+        let status = if res.is_ok() { "success" } else { "error" };
+        if let Err(e) = &res {
+            tracing::warn!(error = %e, "archive stream failed");
+        }
+        crate::metrics::archive(scope_name, status, started.elapsed(), PIPE_BYTES as u64);
+        let _ = done_tx.send(res);
+    });
+    // After the pipe ends, surface a failed archive as a body error (the client sees an aborted
+    // transfer instead of a truncated ZIP that looks complete).
+    let tail = futures::stream::once(async move {
+        match done_rx.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Err(std::io::Error::other(e.to_string()))),
+            Err(_) => Some(Err(std::io::Error::other("archive writer stopped"))),
+        }
+    })
+    .filter_map(|x| async move { x });
+    let body = Body::from_stream(ReaderStream::new(reader).chain(tail));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&plan.manifest_hash) {
+        h.insert("x-manifest-hash", v);
+    }
+    resp
+}

@@ -1,0 +1,417 @@
+//! The rmcp tool server: tool metadata (names, titles, annotations, input and output schemas) and
+//! the call envelope (caller identity, scope check, argument decoding, result/error shaping,
+//! metrics). The operations themselves are in [`crate::ops`].
+
+use std::future::Future;
+use std::time::Instant;
+
+use pfs::PfsError;
+use platform::Identity;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, JsonObject, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::args::*;
+use crate::auth::{self, Need};
+use crate::output::*;
+use crate::state::PfsMcpState;
+
+/// The PanaversityFS MCP server: every book-store tool. Cheap to clone (one per HTTP request).
+#[derive(Clone)]
+pub struct PfsTools {
+    pub(crate) state: PfsMcpState,
+    tool_router: ToolRouter<PfsTools>,
+}
+
+/// Turn a tool outcome into the MCP result: success → the JSON object as `structuredContent` and
+/// as text; error → `isError: true` with `{"error": {...}}` as text.
+pub fn tool_result(
+    tool: &'static str,
+    started: Instant,
+    res: Result<Value, PfsError>,
+) -> CallToolResult {
+    match res {
+        Ok(v) => {
+            crate::metrics::tool_call(tool, "ok", started.elapsed());
+            CallToolResult::structured(v)
+        }
+        Err(e) => {
+            let code = e.code().as_str();
+            crate::metrics::tool_call(tool, code, started.elapsed());
+            match &e {
+                PfsError::Internal(msg) => tracing::error!(tool, error = %msg, "tool failed"),
+                PfsError::Storage(msg) => {
+                    tracing::warn!(tool, error = %msg, "tool failed: storage")
+                }
+                other => tracing::debug!(tool, error = %other, "tool refused"),
+            }
+            CallToolResult::error(vec![ContentBlock::text(e.to_json().to_string())])
+        }
+    }
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value, PfsError> {
+    serde_json::to_value(v).map_err(PfsError::internal)
+}
+
+impl PfsTools {
+    /// A tool server over `state`.
+    pub fn new(state: PfsMcpState) -> Self {
+        PfsTools {
+            state,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The tool list (as `tools/list` returns it).
+    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
+        self.tool_router.list_all()
+    }
+
+    /// Shared envelope: identity → scope → arguments → operation → result.
+    async fn call<A, O, F, Fut>(
+        &self,
+        tool: &'static str,
+        need: Need,
+        args: JsonObject,
+        ctx: &RequestContext<RoleServer>,
+        op: F,
+    ) -> CallToolResult
+    where
+        A: DeserializeOwned,
+        O: Serialize,
+        F: FnOnce(Identity, A) -> Fut,
+        Fut: Future<Output = Result<O, PfsError>>,
+    {
+        let started = Instant::now();
+        let res = async {
+            let id = auth::caller(ctx, self.state.config.stdio_identity.as_ref())?;
+            auth::require(&id, need)?;
+            let a: A = decode_args(args)?;
+            to_value(op(id, a).await?)
+        }
+        .await;
+        tool_result(tool, started, res)
+    }
+}
+
+#[tool_router]
+impl PfsTools {
+    #[tool(
+        name = "read_content",
+        title = "Read Content",
+        description = "Read a lesson or summary (scope=file), or every markdown file of a chapter (direct children), part (recursive) or the whole book. With user_id, the user's overlay is returned when present (source: overlay|base). A static/… path returns only the asset's hash (exists, file_hash_sha256). Send file_hash_sha256 as expected_hash when you update the file.",
+        input_schema = input_schema::<ReadContentArgs>(),
+        output_schema = output_schema::<ReadContentOutput>(),
+        annotations(title = "Read Content", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn read_content(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("read_content", Need::Read, args, &ctx, |id, a| {
+            self.op_read_content(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "write_content",
+        title = "Write Content (Upsert)",
+        description = "Create or update a content file. Creating: omit expected_hash. Updating: expected_hash must equal the current file_hash_sha256 (from read_content), else HASH_REQUIRED (missing) or CONFLICT (stale; the error carries current_hash: re-read, merge, retry). Content is stored byte-exact. With user_id the write goes to that user's overlay (your own only, unless admin).",
+        input_schema = input_schema::<WriteContentArgs>(),
+        output_schema = output_schema::<WriteContentOutput>(),
+        annotations(title = "Write Content (Upsert)", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn write_content(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("write_content", Need::Write, args, &ctx, |id, a| {
+            self.op_write_content(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "delete_content",
+        title = "Delete Content",
+        description = "Delete a content file (idempotent: deleting a missing file succeeds with existed=false). With user_id only that user's overlay copy is deleted; base is untouched.",
+        input_schema = input_schema::<DeleteContentArgs>(),
+        output_schema = output_schema::<DeleteOutput>(),
+        annotations(title = "Delete Content", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn delete_content(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("delete_content", Need::Write, args, &ctx, |id, a| {
+            self.op_delete_content(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "upload_asset",
+        title = "Upload Binary Asset",
+        description = "Upload a binary asset (image, slide deck, video, audio) as base64 in binary_data to static/{asset_type}/{filename}. filename may be nested (chapter-1/diagram.png). Re-uploading identical bytes is skipped. Larger than the configured limit → PAYLOAD_TOO_LARGE.",
+        input_schema = input_schema::<UploadAssetArgs>(),
+        output_schema = output_schema::<UploadAssetOutput>(),
+        annotations(title = "Upload Binary Asset", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn upload_asset(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("upload_asset", Need::Write, args, &ctx, |id, a| {
+            self.op_upload_asset(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "get_asset",
+        title = "Get Asset Metadata",
+        description = "Metadata of one asset (size, MIME type, hash, CDN URL); include_binary=true also returns the bytes as base64.",
+        input_schema = input_schema::<GetAssetArgs>(),
+        output_schema = output_schema::<AssetInfo>(),
+        annotations(title = "Get Asset Metadata", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_asset(&self, args: JsonObject, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        self.call("get_asset", Need::Read, args, &ctx, |id, a| {
+            self.op_get_asset(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "list_assets",
+        title = "List Book Assets",
+        description = "List a book's assets (recursively), optionally of one asset_type.",
+        input_schema = input_schema::<ListAssetsArgs>(),
+        output_schema = output_schema::<ListAssetsOutput>(),
+        annotations(title = "List Book Assets", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_assets(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("list_assets", Need::Read, args, &ctx, |id, a| {
+            self.op_list_assets(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "delete_asset",
+        title = "Delete Asset",
+        description = "Delete an asset (idempotent: deleting a missing asset succeeds with existed=false).",
+        input_schema = input_schema::<DeleteAssetArgs>(),
+        output_schema = output_schema::<DeleteOutput>(),
+        annotations(title = "Delete Asset", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn delete_asset(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("delete_asset", Need::Write, args, &ctx, |id, a| {
+            self.op_delete_asset(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "list_books",
+        title = "List Books",
+        description = "List the books (optionally one book_id), with their content tree and/or asset lists when include_structure is content, assets or all.",
+        input_schema = input_schema::<ListBooksArgs>(),
+        output_schema = output_schema::<ListBooksOutput>(),
+        annotations(title = "List Books", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_books(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("list_books", Need::Read, args, &ctx, |id, a| {
+            self.op_list_books(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "glob_search",
+        title = "Search Files by Pattern",
+        description = "Find files whose book-relative path matches a glob (`*` within a segment, `**` across segments, `?`, `[abc]`), e.g. content/**/*.md. With all_books the pattern starts with the book id (*/content/**/*.md). Searches base plus your own overlay only.",
+        input_schema = input_schema::<GlobSearchArgs>(),
+        output_schema = output_schema::<GlobSearchOutput>(),
+        annotations(title = "Search Files by Pattern", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn glob_search(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("glob_search", Need::Read, args, &ctx, |id, a| {
+            self.op_glob_search(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "grep_search",
+        title = "Search Content by Regex",
+        description = "Search the text of content files line by line with a regular expression (Rust regex syntax). Returns up to max_results matches (default 100, max 1000) with truncated=true when cut. Searches base plus your own overlay only.",
+        input_schema = input_schema::<GrepSearchArgs>(),
+        output_schema = output_schema::<GrepSearchOutput>(),
+        annotations(title = "Search Content by Regex", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn grep_search(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("grep_search", Need::Read, args, &ctx, |id, a| {
+            self.op_grep_search(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "get_book_archive",
+        title = "Get Book Archive",
+        description = "Get a signed, short-lived URL that downloads the book as a ZIP (scope content, assets or all) plus file counts. Overlays are included only when user_id is given (your own, unless admin); the overlay then replaces base files.",
+        input_schema = input_schema::<GetBookArchiveArgs>(),
+        output_schema = output_schema::<ArchiveOutput>(),
+        annotations(title = "Get Book Archive", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_book_archive(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("get_book_archive", Need::Read, args, &ctx, |id, a| {
+            self.op_get_book_archive(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "validate_book",
+        title = "Validate Book Schema",
+        description = "Check every file of a book against the book's schema profile and report errors (with suggestions) and warnings. strict=true stops at the first error.",
+        input_schema = input_schema::<ValidateBookArgs>(),
+        output_schema = output_schema::<ValidateOutput>(),
+        annotations(title = "Validate Book Schema", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn validate_book(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("validate_book", Need::Read, args, &ctx, |id, a| {
+            self.op_validate_book(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "delta_build",
+        title = "Delta Build Detection",
+        description = "Files written after `since` (ISO 8601), newest first; with user_id also that user's overlay changes. Deletions are not visible here: use plan_build for exact deltas.",
+        input_schema = input_schema::<DeltaBuildArgs>(),
+        output_schema = output_schema::<DeltaBuildOutput>(),
+        annotations(title = "Delta Build Detection", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn delta_build(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("delta_build", Need::Read, args, &ctx, |id, a| {
+            self.op_delta_build(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "plan_build",
+        title = "Plan Build (Manifest Delta)",
+        description = "Compare the book's current manifest with the manifest of your last build (target_manifest_hash) and list the files to download (added, modified) and delete (deleted). Store the returned manifest_hash after applying the plan.",
+        input_schema = input_schema::<PlanBuildArgs>(),
+        output_schema = output_schema::<PlanBuildOutput>(),
+        annotations(title = "Plan Build (Manifest Delta)", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn plan_build(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("plan_build", Need::Read, args, &ctx, |id, a| {
+            self.op_plan_build(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "query_audit_log",
+        title = "Query Audit Log",
+        description = "Page through the audit log (newest first) filtered by agent_id, operation, book_id, path_pattern (* wildcard), since/until (ISO 8601) and status. Pass next_cursor back as cursor for the next page. Needs the admin scope.",
+        input_schema = input_schema::<QueryAuditLogArgs>(),
+        output_schema = output_schema::<AuditPageOut>(),
+        annotations(title = "Query Audit Log", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn query_audit_log(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("query_audit_log", Need::Admin, args, &ctx, |id, a| {
+            self.op_query_audit_log(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "verify_audit_chain",
+        title = "Verify Audit Chain",
+        description = "Verify the tamper-evident audit row chain and the per-file hash chains (entry[n].new_hash == entry[n+1].prev_hash). Needs the admin scope.",
+        input_schema = input_schema::<VerifyAuditChainArgs>(),
+        output_schema = output_schema::<ChainReportOut>(),
+        annotations(title = "Verify Audit Chain", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn verify_audit_chain(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("verify_audit_chain", Need::Admin, args, &ctx, |id, a| {
+            self.op_verify_audit_chain(id, a)
+        })
+        .await
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for PfsTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("panaversity_fs", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "PanaversityFS book store. Read with read_content, update with write_content carrying \
+                 expected_hash = the file_hash_sha256 you read. Errors are JSON {\"error\":{\"code\",\"message\"}}.",
+            )
+    }
+}
