@@ -321,7 +321,10 @@ impl Authenticator {
             let info = store
                 .verify(token)
                 .await
-                .map_err(|e| AuthError::Unavailable(format!("API key lookup failed: {e:#}")))?
+                .map_err(|e| {
+                    tracing::error!(error = %format!("{e:#}"), "API key lookup failed");
+                    AuthError::Unavailable("API key lookup failed".into())
+                })?
                 .ok_or_else(|| AuthError::Invalid("unknown or revoked API key".into()))?;
             return Ok(Identity {
                 subject: info.owner,
