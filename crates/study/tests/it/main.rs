@@ -6,3 +6,5 @@ mod fake_llm;
 mod store;
 mod support;
 mod tutor_llm;
+mod lessons_source;
+mod lessons_cache;
