@@ -374,10 +374,9 @@ async fn prepare_stream(
                 status: ThreadStatus::Active,
                 metadata: Default::default(),
             };
-            store.create_thread(owner, &meta).await?;
-            let thread = store.load_thread(owner, &meta.id).await?;
             let item = user_item(&meta.id, input);
-            store.add_item(owner, &item).await?;
+            store.create_thread_with_item(owner, &meta, &item).await?;
+            let thread = store.load_thread(owner, &meta.id).await?;
             Ok(StreamPlan {
                 prelude: vec![
                     StreamEvent::ThreadCreated {
@@ -568,10 +567,14 @@ fn start_stream(st: &Arc<StudyState>, caller: Caller, plan: StreamPlan) -> Respo
         tx: tx.clone(),
     };
     tokio::spawn(async move {
+        metrics::gauge!("study_streams_active").increment(1.0);
         let inner = tokio::spawn(driver.run(plan));
-        if let Err(e) = inner.await
+        let result = inner.await;
+        metrics::gauge!("study_streams_active").decrement(1.0);
+        if let Err(e) = result
             && e.is_panic()
         {
+            metrics::counter!("study_turns_total", "outcome" => "panicked").increment(1);
             tracing::error!("study turn panicked");
             let ev = StreamEvent::Error {
                 code: "stream.error".into(),
@@ -728,9 +731,15 @@ impl TurnDriver {
         let stream = tokio::select! {
             biased;
             _ = self.tx.closed() => None,
-            s = self.tutor.respond(input) => Some(s),
+            s = tokio::time::timeout(TUTOR_IDLE_TIMEOUT, self.tutor.respond(input)) => Some(s),
         };
-        if let Some(mut stream) = stream {
+        if let Some(Err(_)) = stream {
+            failure = Some((
+                "The tutor did not start answering. Please try again.".into(),
+                true,
+            ));
+        }
+        if let Some(Ok(mut stream)) = stream {
             loop {
                 let next = tokio::select! {
                     biased;
@@ -819,7 +828,7 @@ impl TurnDriver {
             }
             // Dropping the stream here cancels the tutor (and its LLM request).
             drop(stream);
-        } else {
+        } else if stream.is_none() {
             cancelled = true;
         }
 
@@ -847,6 +856,8 @@ impl TurnDriver {
             }
         }
         if cancelled {
+            metrics::counter!("study_turns_total", "outcome" => "cancelled").increment(1);
+            tracing::info!(thread = %thread_id, "client disconnected; partial answer saved");
             abort_title(&title_task);
             return;
         }
@@ -871,7 +882,14 @@ impl TurnDriver {
             }
         }
 
+        let outcome = if failure.is_some() {
+            "failed"
+        } else {
+            "completed"
+        };
+        metrics::counter!("study_turns_total", "outcome" => outcome).increment(1);
         if let Some((message, allow_retry)) = failure {
+            tracing::warn!(thread = %thread_id, error = %message, "tutor turn failed");
             self.send(StreamEvent::Error {
                 code: "custom".into(),
                 message: Some(message),

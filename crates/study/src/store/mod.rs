@@ -151,23 +151,37 @@ impl ThreadStore {
         owner: &Owner,
         meta: &ThreadMetadata,
     ) -> Result<(), StoreError> {
-        let status = serde_json::to_string(&meta.status).map_err(corrupt("thread status"))?;
-        let metadata = serde_json::to_string(&meta.metadata).map_err(corrupt("thread metadata"))?;
-        sqlx::query(
-            "INSERT INTO study_threads (user_id, id, org_id, title, title_set_by_user, status, \
-             metadata, tutor_state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 0, $5, $6, NULL, $7, $7)",
-        )
-        .bind(&owner.user_id)
-        .bind(&meta.id)
-        .bind(&owner.org_id)
-        .bind(meta.title.clone())
-        .bind(status)
-        .bind(metadata)
-        .bind(meta.created_at.micros())
-        .execute(&self.db.pool)
-        .await
-        .map_err(db_err("creating a thread"))?;
+        insert_thread(owner, meta)?
+            .execute(&self.db.pool)
+            .await
+            .map_err(db_err("creating a thread"))?;
+        Ok(())
+    }
+
+    /// Insert a new thread together with its first item, atomically.
+    pub async fn create_thread_with_item(
+        &self,
+        owner: &Owner,
+        meta: &ThreadMetadata,
+        item: &ThreadItem,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.kind.begin_write())
+            .await
+            .map_err(db_err("starting a thread creation"))?;
+        insert_thread(owner, meta)?
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("creating a thread"))?;
+        insert_item(owner, item)?
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("adding the first item"))?;
+        tx.commit()
+            .await
+            .map_err(db_err("committing a thread creation"))?;
         Ok(())
     }
 
@@ -339,20 +353,10 @@ impl ThreadStore {
 
     /// Insert a new item into a thread of this owner.
     pub async fn add_item(&self, owner: &Owner, item: &ThreadItem) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(item).map_err(corrupt("item"))?;
-        sqlx::query(
-            "INSERT INTO study_items (user_id, thread_id, id, type, created_at, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&owner.user_id)
-        .bind(&item.thread_id)
-        .bind(&item.id)
-        .bind(item.body.type_name())
-        .bind(item.created_at.micros())
-        .bind(payload)
-        .execute(&self.db.pool)
-        .await
-        .map_err(db_err("adding an item"))?;
+        insert_item(owner, item)?
+            .execute(&self.db.pool)
+            .await
+            .map_err(db_err("adding an item"))?;
         Ok(())
     }
 
@@ -593,6 +597,39 @@ impl ThreadStore {
         })
         .transpose()
     }
+}
+
+type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn insert_thread(owner: &Owner, meta: &ThreadMetadata) -> Result<AnyQuery, StoreError> {
+    let status = serde_json::to_string(&meta.status).map_err(corrupt("thread status"))?;
+    let metadata = serde_json::to_string(&meta.metadata).map_err(corrupt("thread metadata"))?;
+    Ok(sqlx::query(
+        "INSERT INTO study_threads (user_id, id, org_id, title, title_set_by_user, status, \
+         metadata, tutor_state, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 0, $5, $6, NULL, $7, $7)",
+    )
+    .bind(owner.user_id.clone())
+    .bind(meta.id.clone())
+    .bind(owner.org_id.clone())
+    .bind(meta.title.clone())
+    .bind(status)
+    .bind(metadata)
+    .bind(meta.created_at.micros()))
+}
+
+fn insert_item(owner: &Owner, item: &ThreadItem) -> Result<AnyQuery, StoreError> {
+    let payload = serde_json::to_string(item).map_err(corrupt("item"))?;
+    Ok(sqlx::query(
+        "INSERT INTO study_items (user_id, thread_id, id, type, created_at, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(owner.user_id.clone())
+    .bind(item.thread_id.clone())
+    .bind(item.id.clone())
+    .bind(item.body.type_name())
+    .bind(item.created_at.micros())
+    .bind(payload))
 }
 
 fn page_limit(limit: Option<i64>) -> Result<i64, StoreError> {

@@ -532,6 +532,12 @@ async fn tutor_failure_sends_an_error_event_and_closes() {
         );
         let s = srv.stream("hal", add_body(&tid, "#silent")).await;
         assert_eq!(s.types(), vec!["thread.item.done", "stream_options"]);
+        // A panicking tutor still ends the stream with a retryable error event.
+        let s = srv.stream("hal", add_body(&tid, "#panic")).await;
+        assert_eq!(
+            s.events.last().unwrap(),
+            &json!({"type":"error","code":"stream.error","allow_retry":true})
+        );
     }
 }
 

@@ -25,6 +25,7 @@ use study::turn::{NoticeLevel, TurnInput, Tutor, TutorEvent};
 /// - `#fail`: one delta, then `TutorEvent::Error` (retryable);
 /// - `#slow`: a delta every 30 ms for a long time (for cancellation tests);
 /// - `#notice`: a notice, then a short answer;
+/// - `#panic`: one delta, then the stream panics;
 /// - `#silent`: ends without any event;
 /// - anything else: deltas with leading/trailing whitespace and a `State` event.
 ///
@@ -90,6 +91,16 @@ impl Tutor for ScriptedTutor {
                 TutorEvent::TextDelta("Short answer.".into()),
             ])
             .boxed();
+        }
+        if text.contains("#panic") {
+            return futures::stream::iter(vec![0, 1])
+                .map(|i| {
+                    if i == 1 {
+                        panic!("scripted tutor panic");
+                    }
+                    TutorEvent::TextDelta("before the panic".into())
+                })
+                .boxed();
         }
         if text.contains("#silent") {
             return futures::stream::empty().boxed();
