@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod db;
 pub mod engine;
+pub mod archive;
 pub mod error;
 pub mod fsck;
 pub mod ids;
