@@ -280,6 +280,11 @@ impl JwksVerifier {
         &self.inner.cfg
     }
 
+    /// Fetch the key set now (warm-up at start, so the first request does not wait for it).
+    pub async fn prefetch(&self) -> Result<(), AuthError> {
+        self.ensure_fresh().await
+    }
+
     /// Verify a compact JWS and return its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token)

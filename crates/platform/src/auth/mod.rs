@@ -253,9 +253,44 @@ impl Authenticator {
         self.metadata_url.as_deref()
     }
 
+    /// The JWT verifier, when JWT authentication is configured.
+    pub fn jwks(&self) -> Option<&JwksVerifier> {
+        self.jwt.as_ref()
+    }
+
+    /// Prefetch the JWKS (if configured) so the first request does not pay for it. A failure is
+    /// logged, not fatal: verification retries on demand.
+    pub async fn warm_up(&self) {
+        if let Some(j) = &self.jwt
+            && let Err(e) = j.prefetch().await
+        {
+            tracing::warn!(error = %e, "JWKS prefetch failed; will retry on the first request");
+        }
+    }
+
     /// The response for a failed authentication (adds `resource_metadata`).
     pub fn reject(&self, err: &AuthError) -> Response {
         err.to_response(self.metadata_url.as_deref())
+    }
+
+    /// 403 for an authenticated caller that lacks `scope`: JSON
+    /// `{"error":{"code":"FORBIDDEN",…}}` and `WWW-Authenticate: Bearer error="insufficient_scope",
+    /// scope="…"` (RFC 6750 §3.1).
+    pub fn insufficient_scope(&self, scope: &str) -> Response {
+        let message = format!("this operation needs the '{scope}' scope");
+        let body = serde_json::json!({ "error": { "code": "FORBIDDEN", "message": message } });
+        let mut resp = (StatusCode::FORBIDDEN, Json(body)).into_response();
+        let mut v = format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+            quote_safe(scope)
+        );
+        if let Some(url) = &self.metadata_url {
+            v.push_str(&format!(", resource_metadata=\"{}\"", quote_safe(url)));
+        }
+        if let Ok(hv) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, hv);
+        }
+        resp
     }
 
     /// Authenticate a request from its headers.
@@ -550,5 +585,20 @@ mod tests {
         let w = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
         assert!(w.starts_with("Bearer error=\"invalid_token\""));
         assert!(w.ends_with("resource_metadata=\"http://h/x\""));
+        let a = Authenticator::new(AuthConfig {
+            resource_url: Some("https://fs.example.com/mcp".into()),
+            ..Default::default()
+        });
+        let r = a.insufficient_scope("write");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let w = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            w.contains("error=\"insufficient_scope\", scope=\"write\""),
+            "{w}"
+        );
+        assert!(
+            w.contains("/.well-known/oauth-protected-resource/mcp"),
+            "{w}"
+        );
     }
 }

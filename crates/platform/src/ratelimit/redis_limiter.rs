@@ -72,6 +72,17 @@ impl RedisLimiter {
         })
     }
 
+    /// `PING` Redis (for readiness checks), bounded by the Redis timeout.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let call = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+        match tokio::time::timeout(REDIS_TIMEOUT + Duration::from_millis(50), call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("Redis PING failed: {e}")),
+            Err(_) => Err(anyhow::anyhow!("Redis PING timed out")),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

@@ -71,6 +71,8 @@ async fn redis_limit_is_exact_across_three_replicas() {
         })
         .collect();
     assert_eq!(replicas[0].backend(), "redis");
+    let one = RedisLimiter::new(&url, &prefix, limit, Duration::from_secs(60)).unwrap();
+    one.ping().await.unwrap();
     let (allowed, denied, open) = hammer(replicas.clone(), "user:alice", 30, 10).await;
     assert_eq!(open, 0, "no request may fail open with Redis up");
     assert_eq!(allowed, limit as usize);
@@ -103,6 +105,7 @@ async fn redis_window_expires() {
 #[tokio::test]
 async fn redis_down_fails_open_fast() {
     init();
+    let metrics = platform::telemetry::install_metrics().unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
@@ -123,8 +126,12 @@ async fn redis_down_fails_open_fast() {
             t.elapsed()
         );
     }
-    let m = platform::telemetry::install_metrics().unwrap().render();
-    assert!(m.contains("ratelimit_failopen_total"), "{m}");
+    let m = metrics.render();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("ratelimit_failopen_total{backend=\"redis\"}")),
+        "{m}"
+    );
 }
 
 /// A TCP forwarder to Redis that can be taken down and brought back on the same port.
@@ -242,4 +249,69 @@ async fn memory_limit_is_exact_under_concurrency() {
     assert_eq!(open, 0);
     assert_eq!(allowed, limit as usize);
     assert_eq!(denied, 64 * 50 - limit as usize);
+}
+
+/// Latency of one decision against the local Redis (sequential, then 3 replicas × 16 tasks).
+/// Run with `cargo test -p platform --test it -- --ignored --nocapture redis_decision_latency`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly"]
+async fn redis_decision_latency() {
+    init();
+    let url = test_redis_url().expect("REDIS_URL");
+    let prefix = unique_prefix();
+    let l =
+        Arc::new(RedisLimiter::new(&url, &prefix, u64::MAX / 2, Duration::from_secs(60)).unwrap());
+    let pct = |mut v: Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    for _ in 0..200 {
+        l.check("warm").await;
+    }
+    let mut seq = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        let t = Instant::now();
+        let d = l.check(&format!("u{}", i % 100)).await;
+        seq.push(t.elapsed());
+        assert!(!d.failed_open);
+    }
+    println!(
+        "redis limiter sequential: p50 {:?} p99 {:?} max {:?}",
+        pct(seq.clone(), 0.5),
+        pct(seq.clone(), 0.99),
+        pct(seq, 1.0)
+    );
+    let replicas: Vec<Arc<RedisLimiter>> = (0..3)
+        .map(|_| {
+            Arc::new(
+                RedisLimiter::new(&url, &prefix, u64::MAX / 2, Duration::from_secs(60)).unwrap(),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let mut hs = Vec::new();
+    for t in 0..48 {
+        let l = replicas[t % 3].clone();
+        hs.push(tokio::spawn(async move {
+            let mut v = Vec::with_capacity(1000);
+            for i in 0..1000 {
+                let s = Instant::now();
+                let d = l.check(&format!("c{}", (t * 1000 + i) % 500)).await;
+                v.push(s.elapsed());
+                assert!(!d.failed_open);
+            }
+            v
+        }));
+    }
+    let mut all = Vec::new();
+    for h in hs {
+        all.extend(h.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "redis limiter 3 replicas x 48 tasks: {:.0} decisions/s, p50 {:?} p99 {:?}",
+        all.len() as f64 / secs,
+        pct(all.clone(), 0.5),
+        pct(all, 0.99)
+    );
 }
