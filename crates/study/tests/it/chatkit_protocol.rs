@@ -832,3 +832,63 @@ async fn rate_limit_answers_429_with_headers() {
         Some(&4)
     );
 }
+
+/// Every write is committed before the event that announces it: reading the stream frame by
+/// frame, the store already holds what each `thread.item.done` / `thread.updated` announces.
+#[tokio::test]
+async fn writes_are_durable_before_their_event() {
+    for srv in TestServer::all().await {
+        let resp = srv
+            .request("nia", &create_body("durable?", "teach"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut checked = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+            while let Some(end) = buf.find("\n\n") {
+                let frame = buf[..end].strip_prefix("data: ").unwrap().to_string();
+                buf.drain(..end + 2);
+                let ev: Value = serde_json::from_str(&frame).unwrap();
+                let owner = Owner::new("nia", None);
+                match ev["type"].as_str().unwrap() {
+                    "thread.created" => {
+                        let tid = ev["thread"]["id"].as_str().unwrap();
+                        assert!(srv.store.load_thread(&owner, tid).await.is_ok());
+                        checked.push("thread");
+                    }
+                    "thread.item.done" => {
+                        let item = &ev["item"];
+                        let stored = srv
+                            .store
+                            .load_item(
+                                &owner,
+                                item["thread_id"].as_str().unwrap(),
+                                item["id"].as_str().unwrap(),
+                            )
+                            .await
+                            .expect("announced item is stored");
+                        assert_eq!(&serde_json::to_value(&stored).unwrap(), item);
+                        checked.push("item");
+                    }
+                    "thread.updated" => {
+                        let tid = ev["thread"]["id"].as_str().unwrap();
+                        let t = srv.store.load_thread(&owner, tid).await.unwrap();
+                        assert_eq!(t.meta.title.as_deref(), ev["thread"]["title"].as_str());
+                        checked.push("title");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(
+            checked,
+            ["thread", "item", "item", "title"],
+            "{}",
+            srv.backend
+        );
+    }
+}
