@@ -80,6 +80,31 @@ pub fn too_many_requests(d: &Decision) -> Response {
     resp
 }
 
+/// Check `key` against `limiter` and count the outcome in
+/// `ratelimit_decisions_total{backend,result}` (`allowed` | `denied` | `failed_open`).
+/// `Ok(headers)` to add to the eventual response, or `Err(429 response)`.
+pub async fn enforce(limiter: &dyn RateLimiter, key: &str) -> Result<HeaderMap, Response> {
+    let d = limiter.check(key).await;
+    let result = if d.failed_open {
+        "failed_open"
+    } else if d.allowed {
+        "allowed"
+    } else {
+        "denied"
+    };
+    metrics::counter!(
+        "ratelimit_decisions_total",
+        "backend" => limiter.backend(),
+        "result" => result
+    )
+    .increment(1);
+    if d.allowed {
+        Ok(headers(&d))
+    } else {
+        Err(too_many_requests(&d))
+    }
+}
+
 /// Count a fail-open decision in `ratelimit_failopen_total{backend}` and log it at most once per
 /// 10 s per process (so a Redis outage does not flood the logs).
 pub(crate) fn record_fail_open(backend: &'static str, error: &dyn std::fmt::Display) {
@@ -124,5 +149,15 @@ mod tests {
             too_many_requests(&d).status(),
             StatusCode::TOO_MANY_REQUESTS
         );
+    }
+
+    #[tokio::test]
+    async fn enforce_passes_then_denies() {
+        let l = MemoryLimiter::new(1, Duration::from_secs(60));
+        let h = enforce(&l, "u").await.unwrap();
+        assert_eq!(h["x-ratelimit-remaining"], "0");
+        let r = enforce(&l, "u").await.unwrap_err();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key("retry-after"));
     }
 }
