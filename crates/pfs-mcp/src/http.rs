@@ -1,22 +1,74 @@
 //! HTTP transport: the MCP endpoint (`/mcp`, Streamable HTTP, stateless, JSON responses) and the
 //! archive download route (`GET /books/{book}/archive`).
 //!
-//! Authentication is not done here: the binary wraps this router in the platform auth middleware,
-//! which puts a [`platform::Identity`] into the request extensions. The archive route also accepts
-//! a signed URL (from `get_book_archive`) without any identity.
+//! [`mcp_router_with_auth`] applies the platform authenticator (which puts a [`platform::Identity`]
+//! into the request extensions); [`mcp_router`] leaves authentication to the caller. The archive
+//! route also accepts a signed URL (from `get_book_archive`) without any identity.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
 use axum::routing::get;
+use platform::auth::{Authenticator, bearer_token, require_auth};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
 use crate::state::PfsMcpState;
 use crate::tools::PfsTools;
 
-/// The routes of the PanaversityFS MCP service: `/mcp` and `/books/{book}/archive`.
+/// The routes of the PanaversityFS MCP service: `/mcp` and `/books/{book}/archive`, without
+/// authentication (wrap it in a layer that puts a [`platform::Identity`] into the request
+/// extensions; tools answer `UNAUTHORIZED` without one). Prefer [`mcp_router_with_auth`].
 pub fn mcp_router(state: PfsMcpState) -> Router {
+    mcp_routes(state.clone()).merge(archive_routes(state))
+}
+
+/// [`mcp_router`] with the platform authenticator applied: `/mcp` requires authentication (401
+/// with `WWW-Authenticate` otherwise); the archive route accepts either credentials or a signed
+/// URL from `get_book_archive` (a request with `sig=` and no bearer token skips authentication
+/// and is checked against its signature instead).
+pub fn mcp_router_with_auth(state: PfsMcpState, auth: Arc<Authenticator>) -> Router {
+    let mcp = mcp_routes(state.clone()).layer(from_fn_with_state(auth.clone(), require_auth));
+    let archive = archive_routes(state).layer(from_fn_with_state(auth, auth_unless_signed));
+    mcp.merge(archive)
+}
+
+/// Authenticate unless the request is a signed archive URL without credentials.
+async fn auth_unless_signed(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let signed = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sig=")));
+    if signed && bearer_token(req.headers()).is_none() {
+        return next.run(req).await;
+    }
+    match auth.authenticate(req.headers()).await {
+        Ok(id) => {
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        Err(e) => auth.reject(&e),
+    }
+}
+
+fn archive_routes(state: PfsMcpState) -> Router {
+    Router::new()
+        .route(
+            "/books/{book}/archive",
+            get(crate::archive::archive_handler),
+        )
+        .with_state(state)
+}
+
+/// Only `/mcp` (Streamable HTTP, stateless, JSON responses).
+fn mcp_routes(state: PfsMcpState) -> Router {
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -33,11 +85,5 @@ pub fn mcp_router(state: PfsMcpState) -> Router {
         Arc::new(NeverSessionManager::default()),
         config,
     );
-    Router::new()
-        .nest_service("/mcp", mcp)
-        .route(
-            "/books/{book}/archive",
-            get(crate::archive::archive_handler),
-        )
-        .with_state(state)
+    Router::new().nest_service("/mcp", mcp)
 }

@@ -23,7 +23,7 @@ pub mod state;
 pub mod stdio;
 pub mod tools;
 
-pub use http::mcp_router;
+pub use http::{mcp_router, mcp_router_with_auth};
 pub use state::{PfsMcpConfig, PfsMcpState};
 pub use stdio::{serve_io, serve_stdio};
 pub use tools::PfsTools;

@@ -3,6 +3,7 @@
 //! metrics). The operations themselves are in [`crate::ops`].
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use pfs::PfsError;
@@ -26,8 +27,11 @@ use crate::state::PfsMcpState;
 #[derive(Clone)]
 pub struct PfsTools {
     pub(crate) state: PfsMcpState,
-    tool_router: ToolRouter<PfsTools>,
+    tool_router: Arc<ToolRouter<PfsTools>>,
 }
+
+/// The tool table is built once per process (schemas included), not once per HTTP request.
+static ROUTER: OnceLock<Arc<ToolRouter<PfsTools>>> = OnceLock::new();
 
 /// Turn a tool outcome into the MCP result: success → the JSON object as `structuredContent` and
 /// as text; error → `isError: true` with `{"error": {...}}` as text.
@@ -65,7 +69,7 @@ impl PfsTools {
     pub fn new(state: PfsMcpState) -> Self {
         PfsTools {
             state,
-            tool_router: Self::tool_router(),
+            tool_router: ROUTER.get_or_init(|| Arc::new(Self::tool_router())).clone(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! stdio-style duplex stream.
 
 mod jsonrpc;
+mod platform_auth;
 mod python_e2e;
 mod stdio;
 mod support;

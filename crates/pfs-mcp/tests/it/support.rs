@@ -3,13 +3,15 @@
 //! (standing in for the platform auth middleware).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use pfs::{BookId, Engine, EngineConfig, Profile, Storage, StorageConfig};
-use pfs_mcp::{PfsMcpConfig, PfsMcpState, mcp_router};
+use pfs_mcp::{PfsMcpConfig, PfsMcpState, mcp_router, mcp_router_with_auth};
+use platform::auth::Authenticator;
 use platform::db::{DbKind, TestDb};
 use platform::{AuthMethod, Identity, Scopes};
 use serde_json::{Value, json};
@@ -65,8 +67,14 @@ pub async fn databases() -> Vec<TestDb> {
     TestDb::all().await
 }
 
-/// Start the router on 127.0.0.1:0 over `db`.
+/// Start the router on 127.0.0.1:0 over `db`, with the header-based test identity.
 pub async fn start(db: TestDb) -> TestServer {
+    start_with(db, None).await
+}
+
+/// Start the router; with `auth`, through `mcp_router_with_auth` (the platform authenticator)
+/// instead of the header-based test identity.
+pub async fn start_with(db: TestDb, auth: Option<Arc<Authenticator>>) -> TestServer {
     let storage = Storage::new(&StorageConfig::Memory).expect("memory storage");
     let engine = Engine::open(db.connect().await, storage, EngineConfig::default())
         .await
@@ -87,7 +95,10 @@ pub async fn start(db: TestDb) -> TestServer {
         ..PfsMcpConfig::default()
     };
     let state = PfsMcpState::new(engine.clone(), config);
-    let app = mcp_router(state.clone()).layer(axum::middleware::from_fn(test_identity));
+    let app = match auth {
+        Some(auth) => mcp_router_with_auth(state.clone(), auth),
+        None => mcp_router(state.clone()).layer(axum::middleware::from_fn(test_identity)),
+    };
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.expect("serve");
     });
