@@ -14,9 +14,9 @@
 //! Failures are [`AuthError`]s: 401 with `WWW-Authenticate: Bearer … resource_metadata=…`
 //! (RFC 6750 / RFC 9728), or 503 when the verifying service is unreachable.
 
-mod apikey;
-mod jwks;
-mod remote;
+pub mod apikey;
+pub mod jwks;
+pub mod remote;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
