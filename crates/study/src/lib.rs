@@ -6,5 +6,6 @@ pub mod llm;
 pub mod server;
 pub mod store;
 pub mod turn;
+pub mod tutor;
 
 pub use turn::{HistoryMessage, Mode, Role, Tutor, TutorEvent, TurnInput};

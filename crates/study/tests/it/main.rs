@@ -8,3 +8,4 @@ mod support;
 mod tutor_llm;
 mod lessons_source;
 mod lessons_cache;
+mod tutor_teach;
