@@ -1,0 +1,363 @@
+//! `panaversity fs …` and `panaversity migrate …`: operator commands.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use pfs::audit::AuditQuery;
+use platform::Scopes;
+use platform::auth::apikey::ApiKeyStore;
+use platform::db::{Db, PoolSettings};
+
+use crate::config::{self, Common, StorageArgs};
+use crate::serve::open_engine;
+
+#[derive(Debug, Subcommand)]
+pub enum FsCmd {
+    /// Serve the MCP tools over stdio (for local agent clients such as Claude Code).
+    Stdio {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Agent id recorded in the audit log for this session.
+        #[arg(long, env = "PANAVERSITY_STDIO_AGENT_ID", default_value = "stdio-agent")]
+        agent_id: String,
+        /// Do not load the sample book into an empty store.
+        #[arg(long, env = "PANAVERSITY_NO_SAMPLE")]
+        no_sample: bool,
+    },
+    /// Compare the journal with storage; report (and with --repair, fix) desyncs.
+    Fsck {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Re-materialize canonical objects from blobs and quarantine orphans.
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Query or verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Manage API keys (stored hashed in the database).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Load the embedded sample book into the store (if the store has no books).
+    Seed {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Rows newest first, filtered.
+    Query(AuditQueryArgs),
+    /// Verify the per-file hash chains and the tamper-evident row chain.
+    Verify {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Verify only one (book, path, user) chain.
+        #[arg(long, requires = "path")]
+        book_id: Option<String>,
+        #[arg(long, requires = "book_id")]
+        path: Option<String>,
+        #[arg(long, default_value = pfs::BASE_USER)]
+        user_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditQueryArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[arg(long)]
+    agent_id: Option<String>,
+    #[arg(long)]
+    operation: Option<String>,
+    #[arg(long)]
+    book_id: Option<String>,
+    /// Glob over book-relative paths (`*`, `?`).
+    #[arg(long)]
+    path_pattern: Option<String>,
+    /// RFC 3339 lower bound (inclusive).
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 upper bound (exclusive).
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    user_id: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[arg(long)]
+    cursor: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create a key; the plaintext is printed once.
+    Create {
+        /// Subject recorded as the agent id of this key's calls.
+        #[arg(long)]
+        owner: String,
+        /// Space- or comma-separated: read, write, admin.
+        #[arg(long, default_value = "read write")]
+        scopes: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateDir {
+    /// Apply every pending migration.
+    Up,
+    /// Revert every migration (drops all tables; asks nothing, so be sure).
+    Down,
+}
+
+fn parse_time(s: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    s.as_deref()
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .with_context(|| format!("{v:?} is not an RFC 3339 timestamp"))
+        })
+        .transpose()
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn db_only(common: &Common) -> anyhow::Result<Db> {
+    let url = config::database_url(common)?;
+    Db::connect(&url, &PoolSettings::default()).await
+}
+
+fn spinner(msg: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FsCmd::Stdio {
+            storage,
+            agent_id,
+            no_sample,
+        } => {
+            let (_db, engine) = open_engine(common, &storage, PoolSettings::default()).await?;
+            if !no_sample {
+                crate::serve::seed_sample(&engine).await?;
+            }
+            let identity = platform::Identity {
+                subject: agent_id,
+                scopes: Scopes::ALL,
+                name: None,
+                email: None,
+                organization: None,
+                method: platform::AuthMethod::Dev,
+                acting_user: None,
+            };
+            let cfg = pfs_mcp::PfsMcpConfig {
+                max_content_bytes: storage.max_content_bytes,
+                max_asset_bytes: storage.max_asset_size_mb * 1024 * 1024,
+                stdio_identity: Some(identity.clone()),
+                ..Default::default()
+            };
+            pfs_mcp::serve_stdio(pfs_mcp::PfsMcpState::new(engine, cfg), identity).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FsCmd::Fsck {
+            storage,
+            repair,
+            json,
+        } => {
+            let (_db, engine) = open_engine(common, &storage, PoolSettings::default()).await?;
+            let pb = spinner(if repair {
+                "checking and repairing journal vs storage…"
+            } else {
+                "checking journal vs storage…"
+            });
+            let report = engine.fsck(repair).await?;
+            pb.finish_and_clear();
+            if json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "journal rows: {}  objects scanned: {}  blobs missing: {}  blobs corrupt: {}  canonical missing: {}  canonical mismatch: {}  orphans: {}  repaired: {}  unrepairable: {}",
+                    report.journal_rows,
+                    report.objects_scanned,
+                    report.blobs_missing,
+                    report.blobs_corrupt,
+                    report.canonical_missing,
+                    report.canonical_mismatch,
+                    report.orphans,
+                    report.repaired,
+                    report.unrepairable
+                );
+                for i in &report.issues {
+                    println!("- {}", serde_json::to_string(i)?);
+                }
+                println!("{}", if report.clean() { "consistent" } else { "NOT consistent" });
+            }
+            Ok(if report.clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        FsCmd::Audit(AuditCmd::Query(a)) => {
+            let (_db, engine) = open_engine(common, &a.storage, PoolSettings::default()).await?;
+            let q = AuditQuery {
+                agent_id: a.agent_id,
+                operation: a.operation,
+                book_id: a.book_id,
+                path_pattern: a.path_pattern,
+                since: parse_time(&a.since)?,
+                until: parse_time(&a.until)?,
+                status: a.status,
+                user_id: a.user_id,
+                limit: Some(a.limit),
+                cursor: a.cursor,
+            };
+            let page = engine.audit().query(&q).await?;
+            if a.json {
+                print_json(&page)?;
+            } else {
+                for r in &page.rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+                if let Some(c) = &page.next_cursor {
+                    println!("next page: --cursor {c}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FsCmd::Audit(AuditCmd::Verify {
+            storage,
+            book_id,
+            path,
+            user_id,
+            json,
+        }) => {
+            let (_db, engine) = open_engine(common, &storage, PoolSettings::default()).await?;
+            let pb = spinner("verifying the audit chains…");
+            let report = match (&book_id, &path) {
+                (Some(b), Some(p)) => engine.audit().verify(Some((b, p, &user_id))).await?,
+                _ => engine.audit().verify(None).await?,
+            };
+            pb.finish_and_clear();
+            if json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "{}: {} rows checked, {} breaks",
+                    if report.valid { "valid" } else { "BROKEN" },
+                    report.rows_checked,
+                    report.breaks.len()
+                );
+                for b in &report.breaks {
+                    println!("- {}", serde_json::to_string(b)?);
+                }
+            }
+            Ok(if report.valid { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        FsCmd::Keys(k) => {
+            let db = db_only(common).await?;
+            platform::auth::apikey::migrate_up(&db).await?;
+            let store = ApiKeyStore::new(db);
+            match k {
+                KeysCmd::Create {
+                    owner,
+                    scopes,
+                    name,
+                    json,
+                } => {
+                    let scopes = Scopes::parse(&scopes);
+                    anyhow::ensure!(
+                        scopes.read || scopes.write || scopes.admin,
+                        "no valid scope given; use read, write and/or admin"
+                    );
+                    let (info, key) = store.create(&owner, scopes, &name).await?;
+                    if json {
+                        print_json(&serde_json::json!({ "key": key, "info": info }))?;
+                    } else {
+                        println!("{key}");
+                        eprintln!(
+                            "created key {} for {} with scopes {:?}; the key above is shown only once",
+                            info.id,
+                            info.owner,
+                            scopes.as_list()
+                        );
+                    }
+                }
+                KeysCmd::List { json } => {
+                    let keys = store.list().await?;
+                    if json {
+                        print_json(&keys)?;
+                    } else {
+                        for k in keys {
+                            println!("{}", serde_json::to_string(&k)?);
+                        }
+                    }
+                }
+                KeysCmd::Revoke { id } => {
+                    if store.revoke(&id).await? {
+                        println!("revoked {id}");
+                    } else {
+                        eprintln!("no active key with id {id}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FsCmd::Seed { storage } => {
+            let (_db, engine) = open_engine(common, &storage, PoolSettings::default()).await?;
+            if crate::serve::seed_sample(&engine).await? {
+                println!("loaded the sample book");
+            } else {
+                println!("the store already has books; nothing loaded");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn migrate(common: &Common, dir: MigrateDir) -> anyhow::Result<ExitCode> {
+    let db = db_only(common).await?;
+    let study = study::store::ThreadStore::new(db.clone());
+    match dir {
+        MigrateDir::Up => {
+            pfs::db::migrate_up(&db).await?;
+            platform::auth::apikey::migrate_up(&db).await?;
+            study.migrate_up().await?;
+            println!("migrations applied ({})", db.kind.as_str());
+        }
+        MigrateDir::Down => {
+            study.migrate_down().await?;
+            platform::auth::apikey::migrate_down(&db).await?;
+            pfs::db::migrate_down(&db).await?;
+            println!("migrations reverted ({})", db.kind.as_str());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,182 @@
+//! Configuration: command-line flags, environment variables (the predecessors' names where they
+//! exist) and an optional TOML file, with documented defaults. Precedence: flag > environment >
+//! config file > default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Which services `serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Only {
+    /// PanaversityFS (MCP server + archive route) only.
+    Fs,
+    /// Study Mode API (ChatKit) only.
+    Study,
+}
+
+/// Storage backend for the book store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Fs,
+    S3,
+    Memory,
+}
+
+/// Where the tutor reads lessons from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LessonSourceKind {
+    /// A local docs directory (default: the sample book, extracted into the data dir).
+    Local,
+    /// A GitHub repository through raw URLs.
+    Github,
+    /// A PanaversityFS book (students' overlays become the lesson they are taught).
+    Pfs,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Data directory: SQLite database, local storage, extracted sample docs.
+    #[arg(long, env = "PANAVERSITY_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// Optional TOML config file; its keys are the environment variable names in lower case
+    /// without the PANAVERSITY_ prefix (e.g. `bind = "0.0.0.0:8000"`).
+    #[arg(long, env = "PANAVERSITY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Database URL: `sqlite://path?mode=rwc` or `postgres://…`. Default: SQLite file in the data dir.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "PANAVERSITY_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "PANAVERSITY_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Storage settings (PanaversityFS).
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    #[arg(long, env = "PANAVERSITY_STORAGE_BACKEND", default_value = "fs")]
+    pub storage_backend: StorageBackend,
+    /// fs root (default: `<data-dir>/storage`).
+    #[arg(long, env = "PANAVERSITY_STORAGE_ROOT")]
+    pub storage_root: Option<PathBuf>,
+    #[arg(long, env = "PANAVERSITY_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "PANAVERSITY_S3_REGION", default_value = "auto")]
+    pub s3_region: String,
+    /// S3-compatible endpoint (Cloudflare R2: https://<account>.r2.cloudflarestorage.com).
+    #[arg(long, env = "PANAVERSITY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "PANAVERSITY_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "PANAVERSITY_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Per-call storage timeout in seconds.
+    #[arg(long, env = "PANAVERSITY_STORAGE_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub storage_timeout_seconds: u64,
+    /// Largest text file accepted by write_content, in bytes.
+    #[arg(long, env = "PANAVERSITY_MAX_CONTENT_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_content_bytes: u64,
+    /// Largest asset accepted by upload_asset, in MiB.
+    #[arg(long, env = "PANAVERSITY_MAX_ASSET_SIZE_MB", default_value_t = 100)]
+    pub max_asset_size_mb: u64,
+}
+
+/// Read `key` from the optional TOML config file (flat table of strings/numbers/bools).
+pub fn file_value(config: &Option<PathBuf>, key: &str) -> anyhow::Result<Option<String>> {
+    let Some(path) = config else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing config file {}", path.display()))?;
+    Ok(table.get(key).map(|v| match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }))
+}
+
+/// Apply config-file values to environment variables that are not already set, so clap's `env`
+/// handling gives them the right precedence. Must run before argument parsing.
+pub fn apply_config_file_to_env(path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing config file {}", path.display()))?;
+    for (k, v) in table {
+        let name = k.to_ascii_uppercase();
+        let name = match name.as_str() {
+            "DATABASE_URL" | "REDIS_URL" | "OPENAI_API_KEY" | "OPENAI_BASE_URL" | "ALLOWED_ORIGINS"
+            | "DEV_MODE" => name,
+            _ if name.starts_with("PANAVERSITY_") || name.starts_with("STUDY_") => name,
+            _ => format!("PANAVERSITY_{name}"),
+        };
+        if std::env::var_os(&name).is_none() {
+            let value = match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            // SAFETY: called once at start-up before any thread is spawned.
+            unsafe { std::env::set_var(&name, value) };
+        }
+    }
+    Ok(())
+}
+
+/// The database URL: explicit, else a SQLite file in the data dir (created if missing).
+pub fn database_url(common: &Common) -> anyhow::Result<String> {
+    if let Some(url) = &common.database_url {
+        return Ok(url.clone());
+    }
+    if let Ok(url) = std::env::var("PANAVERSITY_DATABASE_URL") {
+        return Ok(url);
+    }
+    std::fs::create_dir_all(&common.data_dir)
+        .with_context(|| format!("creating data dir {}", common.data_dir.display()))?;
+    Ok(platform::db::sqlite_url_for(&common.data_dir.join("panaversity.db")))
+}
+
+/// Parse a boolean environment value the way operators write them.
+pub fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+}
+
+/// Dev mode from either name (`PANAVERSITY_DEV_MODE`, or the predecessor's `DEV_MODE`).
+pub fn dev_mode_from_env() -> bool {
+    ["PANAVERSITY_DEV_MODE", "DEV_MODE"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| truthy(&v)))
+}
+
+/// Comma-separated list.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Validate a bind address string.
+pub fn parse_bind(s: &str) -> anyhow::Result<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Ok(a),
+        Err(_) => bail!("invalid bind address {s:?} (expected host:port, e.g. 127.0.0.1:8000)"),
+    }
+}
