@@ -454,3 +454,55 @@ async fn unreachable_jwks_without_cache_is_unavailable() {
         .unwrap_err();
     assert!(matches!(err, AuthError::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cold_cache_is_filled_by_one_fetch_under_concurrency() {
+    let k = ec_key("k1");
+    let srv = start_jwks(&[&k]).await;
+    let v = JwksVerifier::new(config(&srv.url()));
+    let token = sign(&k, &claims("many"));
+    let mut hs = Vec::new();
+    for _ in 0..50 {
+        let v = v.clone();
+        let t = token.clone();
+        hs.push(tokio::spawn(async move { v.verify(&t).await }));
+    }
+    for h in hs {
+        assert_eq!(h.await.unwrap().unwrap().sub, "many");
+    }
+    assert_eq!(srv.hits(), 1, "single-flight JWKS fetch");
+}
+
+#[tokio::test]
+async fn symmetric_jwks_keys_and_kidless_tokens() {
+    let k = rsa_key("k1");
+    let srv = start_jwks(&[&k]).await;
+    // The JWKS also (wrongly) publishes a shared secret.
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let mut doc = srv.doc.lock().unwrap().clone();
+    doc["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "oct", "kid": "hs", "k": URL_SAFE_NO_PAD.encode(secret)}));
+    *srv.doc.lock().unwrap() = doc;
+    let mut cfg = config(&srv.url());
+    cfg.algorithms.push(Algorithm::HS256);
+    let v = JwksVerifier::new(cfg);
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("hs".into());
+    let hs = jsonwebtoken::encode(&h, &claims("u"), &EncodingKey::from_secret(secret)).unwrap();
+    assert!(matches!(v.verify(&hs).await, Err(AuthError::Invalid(_))));
+
+    // No kid, and exactly one key that fits RS256: accepted.
+    let no_kid =
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims("nokid"), &k.enc).unwrap();
+    assert_eq!(v.verify(&no_kid).await.unwrap().sub, "nokid");
+    // No kid with two candidate RSA keys: ambiguous, rejected.
+    let k2 = rsa_key("k2");
+    srv.set_keys(&[&k, &k2]);
+    let v = JwksVerifier::new(config(&srv.url()));
+    assert!(matches!(
+        v.verify(&no_kid).await,
+        Err(AuthError::Invalid(_))
+    ));
+}
