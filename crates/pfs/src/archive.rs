@@ -292,13 +292,16 @@ where
             .write_entry_stream(builder)
             .await
             .map_err(output_error)?;
-        let mut hasher = Sha256::new();
+        // Hash only when there is something to compare with.
+        let mut hasher = (!entry.sha256.is_empty()).then(Sha256::new);
         let mut read = 0u64;
         let mut read_error = None;
         loop {
             let (n, err) = fill(&mut reader, &mut buf).await;
             if n > 0 {
-                hasher.update(&buf[..n]);
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
                 w.write_all(&buf[..n]).await.map_err(output_error)?;
                 read += n as u64;
             }
@@ -321,8 +324,8 @@ where
                 "size mismatch: expected {} bytes, read {read} (the file changed while archiving)",
                 entry.size
             ))
-        } else if !entry.sha256.is_empty()
-            && !hex::encode(hasher.finalize()).eq_ignore_ascii_case(&entry.sha256)
+        } else if hasher
+            .is_some_and(|h| !hex::encode(h.finalize()).eq_ignore_ascii_case(&entry.sha256))
         {
             Some("sha256 mismatch with the journal (the file changed while archiving)".to_string())
         } else {

@@ -654,6 +654,7 @@ mod tests {
         assert_eq!(p.changed_count, 900 + 1000);
         // Debug build, shared 2-core machine: generous bound that still catches quadratic code
         // (a quadratic merge over 10k entries takes seconds).
+        println!("plan_build over 10,000 entries: {elapsed:?}");
         assert!(
             elapsed < std::time::Duration::from_millis(500),
             "{elapsed:?}"
