@@ -11,20 +11,18 @@
 
 use std::time::Instant;
 
-use async_zip::base::write::ZipFileWriter;
-use async_zip::{Compression, ZipDateTime, ZipDateTimeBuilder, ZipEntryBuilder};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use futures::{AsyncWriteExt, StreamExt};
+use futures::StreamExt;
+use pfs::archive::{ArchiveEntry, ArchiveOptions, archive_etag, write_archive};
 use pfs::engine::{Engine, JournalEntry, ListView};
 use pfs::{BookId, DirPrefix, PfsError, UserId};
 use platform::Identity;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio_util::io::ReaderStream;
 
 use crate::args::ArchiveScope;
@@ -90,6 +88,9 @@ pub struct ArchiveQuery {
     pub expires: Option<i64>,
     /// Signed URLs: hex HMAC-SHA256.
     pub sig: Option<String>,
+    /// Resumption: only entries whose path sorts after this one (the `resume_after` of a
+    /// time-budgeted partial archive).
+    pub start_after: Option<String>,
 }
 
 fn status_of(e: &PfsError) -> StatusCode {
@@ -111,80 +112,6 @@ fn error_response(e: PfsError) -> Response {
         tracing::error!(error = %msg, "archive failed");
     }
     (status_of(&e), axum::Json(e.to_json())).into_response()
-}
-
-/// A fixed entry timestamp (2000-01-01T00:00:00Z) so archives are byte-reproducible.
-fn fixed_time() -> ZipDateTime {
-    ZipDateTimeBuilder::new()
-        .year(2000)
-        .month(1)
-        .day(1)
-        .hour(0)
-        .minute(0)
-        .second(0)
-        .build()
-}
-
-/// Write the ZIP of `entries` to `out`, streaming each blob through the deflater.
-pub async fn write_zip<W>(engine: &Engine, entries: &[JournalEntry], out: W) -> Result<(), PfsError>
-where
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let zip_err = |e: async_zip::error::ZipError| PfsError::Internal(format!("zip: {e}"));
-    let mut zip = ZipFileWriter::with_tokio(out);
-    let when = fixed_time();
-    for e in entries {
-        let compression = if is_precompressed(&e.path) {
-            Compression::Stored
-        } else {
-            Compression::Deflate
-        };
-        let builder = ZipEntryBuilder::new(e.path.clone().into(), compression)
-            .last_modification_date(when)
-            .unix_permissions(0o644);
-        let mut reader = engine.open_blob(&e.sha256).await?;
-        let mut writer = zip.write_entry_stream(builder).await.map_err(zip_err)?;
-        futures::io::copy(&mut reader, &mut writer)
-            .await
-            .map_err(|err| {
-                PfsError::Storage(format!(
-                    "reading {} for the archive: {}",
-                    e.path,
-                    err.kind()
-                ))
-            })?;
-        writer.close().await.map_err(zip_err)?;
-    }
-    let mut inner = zip.close().await.map_err(zip_err)?;
-    inner
-        .close()
-        .await
-        .map_err(|err| PfsError::Internal(format!("closing the archive stream: {err}")))?;
-    Ok(())
-}
-
-/// Formats that are already compressed (deflating them again wastes CPU).
-fn is_precompressed(path: &str) -> bool {
-    let ext = path
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    matches!(
-        ext.as_str(),
-        "png"
-            | "jpg"
-            | "jpeg"
-            | "gif"
-            | "webp"
-            | "avif"
-            | "mp4"
-            | "webm"
-            | "mov"
-            | "mp3"
-            | "ogg"
-            | "zip"
-            | "pdf"
-    )
 }
 
 /// Decide whether the request may download this archive.
@@ -266,17 +193,21 @@ pub async fn archive_handler(
             return error_response(e);
         }
     };
-    let etag = {
-        let mut h = Sha256::new();
-        h.update(format!(
-            "{}\n{}\n{}\n{}",
-            book,
-            scope.as_str(),
-            user.as_ref().map(UserId::as_str).unwrap_or(""),
-            plan.manifest_hash
-        ));
-        format!("\"{}\"", &hex::encode(h.finalize())[..32])
+    let entries: Vec<ArchiveEntry> = plan
+        .entries
+        .iter()
+        .map(|e| ArchiveEntry {
+            name: e.path.clone(),
+            size: e.size,
+            sha256: e.sha256.clone(),
+        })
+        .collect();
+    let opts = ArchiveOptions {
+        start_after: q.start_after.clone(),
+        time_budget: state.config.archive_time_budget,
+        ..ArchiveOptions::default()
     };
+    let etag = format!("\"{}\"", &archive_etag(&entries, &opts)[..32]);
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -293,15 +224,30 @@ pub async fn archive_handler(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), PfsError>>();
     let engine = state.engine.clone();
     let scope_name = scope.as_str();
-    let entries = plan.entries;
     tokio::spawn(async move {
-        let res = write_zip(&engine, &entries, writer).await;
-        let status = if res.is_ok() { "success" } else { "error" };
-        if let Err(e) = &res {
-            tracing::warn!(error = %e, "archive stream failed");
-        }
+        let open = |e: &ArchiveEntry| {
+            let engine = engine.clone();
+            let sha = e.sha256.clone();
+            async move { engine.open_blob(&sha).await }
+        };
+        let res = write_archive(entries, open, writer, opts).await;
+        let status = match &res {
+            Ok(summary) if summary.partial => {
+                tracing::warn!(
+                    errors = summary.errors.len(),
+                    resume_after = ?summary.resume_after,
+                    "archive is partial (see _archive_errors.json in the ZIP)"
+                );
+                "partial"
+            }
+            Ok(_) => "success",
+            Err(e) => {
+                tracing::warn!(error = %e, "archive stream failed");
+                "error"
+            }
+        };
         crate::metrics::archive(scope_name, status, started.elapsed(), PIPE_BYTES as u64);
-        let _ = done_tx.send(res);
+        let _ = done_tx.send(res.map(|_| ()));
     });
     // After the pipe ends, surface a failed archive as a body error (the client sees an aborted
     // transfer instead of a truncated ZIP that looks complete).

@@ -394,6 +394,9 @@ pub struct GetBookArchiveArgs {
     /// Merge this user's overlay over base (only your own user id unless admin).
     #[serde(default)]
     pub user_id: Option<String>,
+    /// Resume a partial archive: only files whose path sorts after this one.
+    #[serde(default)]
+    pub start_after: Option<String>,
 }
 
 /// `validate_book` arguments.

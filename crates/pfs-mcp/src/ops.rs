@@ -683,6 +683,10 @@ impl PfsTools {
         if let Some(u) = &user {
             url.push_str(&format!("&user_id={u}"));
         }
+        if let Some(after) = &a.start_after {
+            let after = BookPath::parse(after)?;
+            url.push_str(&format!("&start_after={after}"));
+        }
         url.push_str(&format!("&expires={expires}&sig={sig}"));
         Ok(ArchiveOutput {
             status: if plan.entries.is_empty() {

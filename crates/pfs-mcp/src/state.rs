@@ -19,6 +19,10 @@ pub struct PfsMcpConfig {
     pub archive_signing_key: Vec<u8>,
     /// How long a signed archive URL stays valid.
     pub archive_url_ttl: Duration,
+    /// Time budget of one archive download (checked between entries; `None` = unlimited, since
+    /// the download streams with bounded memory). When it runs out the ZIP ends early and the
+    /// client resumes with `start_after`.
+    pub archive_time_budget: Option<Duration>,
     /// Accepted `Host` headers on `/mcp` (DNS-rebinding protection). Empty → any host.
     pub allowed_hosts: Vec<String>,
     /// Largest asset accepted by `upload_asset` (decoded bytes).
@@ -42,6 +46,7 @@ impl Default for PfsMcpConfig {
             cdn_base_url: "https://cdn.panaversity.com".into(),
             archive_signing_key: Vec::new(),
             archive_url_ttl: Duration::from_secs(900),
+            archive_time_budget: None,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             max_asset_bytes: 10 * 1024 * 1024,
             max_content_bytes: 2 * 1024 * 1024,

@@ -349,6 +349,35 @@ async fn archive_route_streams_a_deterministic_signed_zip() {
         r.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, png);
 
+        // Resumption: only the entries after start_after.
+        let rest = alice
+            .ok(
+                "get_book_archive",
+                json!({"book_id": BOOK, "scope": "all", "start_after": LESSON}),
+            )
+            .await;
+        let rest_url = rest["archive_url"].as_str().unwrap();
+        assert!(rest_url.contains("start_after="), "{rest_url}");
+        let rest_bytes = http
+            .get(rest_url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        #[allow(deprecated)]
+        let rest_zip = async_zip::base::read::mem::ZipFileReader::new(rest_bytes.to_vec())
+            .await
+            .unwrap();
+        let rest_names: Vec<String> = rest_zip
+            .file()
+            .entries()
+            .iter()
+            .map(|e| e.filename().as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(rest_names, vec!["static/images/a/b.png".to_string()]);
+
         // Tampered, expired and unsigned-anonymous requests are refused.
         let tampered = url.replace("scope=all", "scope=assets");
         assert_eq!(http.get(&tampered).send().await.unwrap().status(), 403);
