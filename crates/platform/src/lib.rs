@@ -1,5 +1,7 @@
-//! Shared infrastructure for both services: configuration, telemetry, database pools,
-//! authentication (JWT/JWKS, API keys), rate limiting and HTTP server assembly.
+//! Shared infrastructure for both services: telemetry ([`telemetry`]), database pools ([`db`]),
+//! authentication (JWT/JWKS, API keys, external verifier, userinfo, dev mode: [`auth`]), rate
+//! limiting ([`ratelimit`]) and HTTP server assembly ([`http`]). See `crates/platform/README.md`
+//! for the design decisions.
 
 pub mod auth;
 pub mod db;
