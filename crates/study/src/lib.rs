@@ -1,10 +1,12 @@
 //! Study Mode API: the ChatKit protocol server, thread store, lesson sources and the tutor.
 
+pub mod admin;
 pub mod chatkit;
 pub mod lessons;
 pub mod llm;
 pub mod server;
 pub mod store;
+pub mod suggestions;
 pub mod turn;
 pub mod tutor;
 

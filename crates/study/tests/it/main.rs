@@ -9,3 +9,4 @@ mod tutor_llm;
 mod lessons_source;
 mod lessons_cache;
 mod tutor_teach;
+mod lessons_http;
