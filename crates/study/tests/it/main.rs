@@ -10,3 +10,4 @@ mod lessons_source;
 mod lessons_cache;
 mod tutor_teach;
 mod lessons_http;
+mod tutor_e2e;
