@@ -147,6 +147,7 @@ pub enum ReadScope {
 #[serde(deny_unknown_fields)]
 pub struct ReadContentArgs {
     /// Book identifier (`^[a-z0-9-]{3,50}$`).
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Book-relative path: a file (`content/…`, or `static/…` for an asset's hash) or, for the
     /// chapter/part scopes, a directory.
@@ -157,6 +158,7 @@ pub struct ReadContentArgs {
     pub scope: ReadScope,
     /// Read this user's overlay first, falling back to base. Only your own user id unless admin.
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
 }
 
@@ -165,6 +167,7 @@ pub struct ReadContentArgs {
 #[serde(deny_unknown_fields)]
 pub struct WriteContentArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Book-relative content path, e.g. `content/01-Part/01-Chapter/01-lesson.md`.
     pub path: String,
@@ -172,9 +175,11 @@ pub struct WriteContentArgs {
     pub content: String,
     /// sha256 of the current content; required to update an existing file, forbidden to create.
     #[serde(default)]
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
     pub expected_hash: Option<String>,
     /// Write to this user's overlay instead of base. Only your own user id unless admin.
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
 }
 
@@ -183,11 +188,13 @@ pub struct WriteContentArgs {
 #[serde(deny_unknown_fields)]
 pub struct DeleteContentArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Book-relative content path.
     pub path: String,
     /// Delete from this user's overlay only (base untouched).
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
 }
 
@@ -226,6 +233,7 @@ impl AssetType {
 #[serde(deny_unknown_fields)]
 pub struct UploadAssetArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Asset directory: slides, images, videos or audio.
     pub asset_type: AssetType,
@@ -245,6 +253,7 @@ pub struct UploadAssetArgs {
 #[serde(deny_unknown_fields)]
 pub struct GetAssetArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Asset directory.
     pub asset_type: AssetType,
@@ -260,6 +269,7 @@ pub struct GetAssetArgs {
 #[serde(deny_unknown_fields)]
 pub struct ListAssetsArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Only this asset directory (default: all four).
     #[serde(default)]
@@ -271,6 +281,7 @@ pub struct ListAssetsArgs {
 #[serde(deny_unknown_fields)]
 pub struct DeleteAssetArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Asset directory.
     pub asset_type: AssetType,
@@ -298,6 +309,7 @@ pub struct ListBooksArgs {
     pub include_structure: Option<IncludeStructure>,
     /// Only this book.
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
 }
 
@@ -306,6 +318,7 @@ pub struct ListBooksArgs {
 #[serde(deny_unknown_fields)]
 pub struct GlobSearchArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Glob over book-relative paths (`content/**/*.md`; with all_books the first segment is the
     /// book id: `*/content/**/*.md`).
@@ -315,6 +328,7 @@ pub struct GlobSearchArgs {
     pub all_books: bool,
     /// Also search this user's overlay (default: your own). Never another user's unless admin.
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
 }
 
@@ -323,6 +337,7 @@ pub struct GlobSearchArgs {
 #[serde(deny_unknown_fields)]
 pub struct GrepSearchArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Regular expression (Rust `regex` syntax, case-sensitive; `(?i)` for case-insensitive).
     pub pattern: String,
@@ -331,9 +346,11 @@ pub struct GrepSearchArgs {
     pub all_books: bool,
     /// Maximum matches returned, 1–1000 (default 100).
     #[serde(default, deserialize_with = "lax_opt_u64")]
+    #[schemars(range(min = 1, max = 1000))]
     pub max_results: Option<u64>,
     /// Also search this user's overlay (default: your own). Never another user's unless admin.
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
 }
 
@@ -387,12 +404,14 @@ impl ArchiveScope {
 #[serde(deny_unknown_fields)]
 pub struct GetBookArchiveArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// content (default), assets or all.
     #[serde(default)]
     pub scope: ArchiveScope,
     /// Merge this user's overlay over base (only your own user id unless admin).
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
     /// Resume a partial archive: only files whose path sorts after this one.
     #[serde(default)]
@@ -404,6 +423,7 @@ pub struct GetBookArchiveArgs {
 #[serde(deny_unknown_fields)]
 pub struct ValidateBookArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Stop at the first error.
     #[serde(default, deserialize_with = "lax_bool")]
@@ -418,6 +438,7 @@ pub struct ValidateBookArgs {
 #[serde(deny_unknown_fields)]
 pub struct DeltaBuildArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// ISO 8601 timestamp (`2025-01-01T00:00:00Z`); files written after it are returned.
     pub since: String,
@@ -426,6 +447,7 @@ pub struct DeltaBuildArgs {
     pub include_content: bool,
     /// Also report this user's overlay changes.
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
 }
 
@@ -434,9 +456,11 @@ pub struct DeltaBuildArgs {
 #[serde(deny_unknown_fields)]
 pub struct PlanBuildArgs {
     /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// The manifest hash of the last build (64 hex); omitted → every file is listed.
     #[serde(default)]
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
     pub target_manifest_hash: Option<String>,
 }
 
@@ -452,6 +476,7 @@ pub struct QueryAuditLogArgs {
     pub operation: Option<String>,
     /// Only this book.
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
     /// Path pattern (`*` matches any characters), e.g. `content/01-Part/*`.
     #[serde(default)]
@@ -467,6 +492,7 @@ pub struct QueryAuditLogArgs {
     pub status: Option<String>,
     /// Page size (default 100, max 1000).
     #[serde(default, deserialize_with = "lax_opt_u64")]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<u64>,
     /// The `next_cursor` of the previous page.
     #[serde(default)]
@@ -480,12 +506,14 @@ pub struct QueryAuditLogArgs {
 pub struct VerifyAuditChainArgs {
     /// Book of the file whose chain to check.
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
     /// Book-relative path of the file (requires book_id).
     #[serde(default)]
     pub path: Option<String>,
     /// Overlay owner of the file (default: base).
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
 }
 

@@ -20,6 +20,7 @@ pub struct FileContent {
     /// Storage backend name.
     pub storage_backend: String,
     /// `overlay` or `base`.
+    #[schemars(extend("enum" = ["overlay", "base"]))]
     pub source: String,
 }
 
@@ -66,6 +67,7 @@ pub struct WriteContentOutput {
     /// Always `success`.
     pub status: String,
     /// `created` or `updated`.
+    #[schemars(extend("enum" = ["created", "updated"]))]
     pub mode: String,
     /// Book-relative path.
     pub path: String,
@@ -79,6 +81,7 @@ pub struct WriteContentOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_hash: Option<String>,
     /// `base` or `overlay`.
+    #[schemars(extend("enum" = ["base", "overlay"]))]
     pub namespace: String,
     /// The overlay owner (overlay writes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +105,7 @@ pub struct DeleteOutput {
     /// Human-readable outcome.
     pub message: String,
     /// `base` or `overlay`.
+    #[schemars(extend("enum" = ["base", "overlay"]))]
     pub namespace: String,
 }
 
@@ -133,6 +137,7 @@ pub struct AssetInfo {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct UploadAssetOutput {
     /// `success` (written) or `skipped` (same bytes already stored).
+    #[schemars(extend("enum" = ["success", "skipped"]))]
     pub status: String,
     /// Always `direct`.
     pub method: String,
@@ -236,6 +241,7 @@ pub struct GrepMatch {
     /// Book-relative path.
     pub path: String,
     /// `base` or `overlay`.
+    #[schemars(extend("enum" = ["base", "overlay"]))]
     pub namespace: String,
     /// 1-based line number.
     pub line_number: u64,
@@ -264,6 +270,7 @@ pub struct GrepSearchOutput {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ArchiveOutput {
     /// `success`, or `empty` when nothing is in scope.
+    #[schemars(extend("enum" = ["success", "empty"]))]
     pub status: String,
     /// Signed, short-lived download URL (GET, returns application/zip).
     pub archive_url: String,
@@ -318,6 +325,7 @@ pub struct DeltaItem {
     /// Last write time, RFC 3339.
     pub last_modified: String,
     /// `base` or `overlay`.
+    #[schemars(extend("enum" = ["base", "overlay"]))]
     pub namespace: String,
     /// Overlay owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,6 +348,7 @@ pub struct PlanFileOut {
     /// Hash in the target manifest (`null` when added or no usable target).
     pub target_hash: Option<String>,
     /// added, modified or deleted.
+    #[schemars(extend("enum" = ["added", "modified", "deleted"]))]
     pub change_type: String,
 }
 
@@ -347,6 +356,7 @@ pub struct PlanFileOut {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PlanBuildOutput {
     /// `changed` or `unchanged`.
+    #[schemars(extend("enum" = ["changed", "unchanged"]))]
     pub status: String,
     /// Manifest hash of the current book (store it after applying the plan).
     pub manifest_hash: String,
