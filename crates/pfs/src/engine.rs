@@ -1240,44 +1240,50 @@ impl Engine {
     }
 
     /// Make the canonical object of (book, path, user) hold what the journal says (copy of the
-    /// blob, or nothing), looping until the state applied is the state committed. Clears the
-    /// pending entry when no newer commit happened meanwhile.
+    /// blob, or nothing), looping until the state applied is confirmed current.
+    ///
+    /// Each round reads the pending ticket and the journal hash in one statement (one snapshot),
+    /// applies that state, then confirms: with a ticket, deleting the pending row `WHERE ticket
+    /// = t` succeeds only if no commit touched the key since the read (every commit bumps the
+    /// ticket), so the applied state is current; without one, a re-read must show the same state.
+    /// Anyone who applied a stale state fails its confirmation and applies again, so the last
+    /// apply of all is of the last committed state.
     pub(crate) async fn materialize(&self, book: &str, path: &str, user: &str) -> Result<()> {
-        let pool = &self.inner.db.pool;
         let key = key_for(book, path, user);
         for attempt in 0..16 {
             if attempt > 0 {
                 metrics::counter!("panaversityfs_materialize_retry_total").increment(1);
             }
-            let ticket: Option<i64> = sqlx::query_scalar(
-                "SELECT ticket FROM pending_materializations WHERE book_id = $1 AND path = $2 AND user_id = $3",
-            )
-            .bind(book)
-            .bind(path)
-            .bind(user)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_err("read pending ticket"))?;
-            let state = self.journal_sha(book, path, user).await?;
+            let (ticket, state) = self.pending_and_state(book, path, user).await?;
             match &state {
                 Some(sha) => self.inner.storage.copy(&blob_key(sha), &key).await?,
                 None => self.inner.storage.delete(&key).await?,
             }
-            let after = self.journal_sha(book, path, user).await?;
-            if after == state {
-                if let Some(t) = ticket {
-                    sqlx::query(
-                        "DELETE FROM pending_materializations WHERE book_id = $1 AND path = $2 AND user_id = $3 AND ticket = $4",
+            match ticket {
+                Some(t) => {
+                    let done = sqlx::query(
+                        "DELETE FROM pending_materializations \
+                         WHERE book_id = $1 AND path = $2 AND user_id = $3 AND ticket = $4",
                     )
                     .bind(book)
                     .bind(path)
                     .bind(user)
                     .bind(t)
-                    .execute(pool)
+                    .execute(&self.inner.db.pool)
                     .await
-                    .map_err(db_err("clear pending ticket"))?;
+                    .map_err(db_err("clear pending ticket"))?
+                    .rows_affected()
+                        == 1;
+                    if done {
+                        return Ok(());
+                    }
                 }
-                return Ok(());
+                None => {
+                    let (t2, s2) = self.pending_and_state(book, path, user).await?;
+                    if t2.is_none() && s2 == state {
+                        return Ok(());
+                    }
+                }
             }
         }
         Err(PfsError::Storage(format!(
@@ -1285,16 +1291,30 @@ impl Engine {
         )))
     }
 
-    async fn journal_sha(&self, book: &str, path: &str, user: &str) -> Result<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT sha256 FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3",
+    /// The pending ticket and journal hash of a key, read in one statement.
+    async fn pending_and_state(
+        &self,
+        book: &str,
+        path: &str,
+        user: &str,
+    ) -> Result<(Option<i64>, Option<String>)> {
+        let row = sqlx::query(
+            "SELECT (SELECT ticket FROM pending_materializations \
+                     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS ticket, \
+                    (SELECT sha256 FROM file_journal \
+                     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha",
         )
         .bind(book)
         .bind(path)
         .bind(user)
-        .fetch_optional(&self.inner.db.pool)
+        .fetch_one(&self.inner.db.pool)
         .await
-        .map_err(db_err("read journal hash"))
+        .map_err(db_err("read materialization state"))?;
+        let g = db_err("decode materialization state");
+        Ok((
+            row.try_get("ticket").map_err(&g)?,
+            row.try_get("sha").map_err(&g)?,
+        ))
     }
 
     /// Complete every pending materialization (after a crash or a storage outage). Returns how

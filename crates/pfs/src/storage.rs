@@ -383,27 +383,24 @@ impl Storage {
         Self::fault_after(d, FaultOp::Delete, key)
     }
 
-    /// Copy `from` to `to`. Server-side on S3; on fs/memory a streamed read into an atomic write,
-    /// so the destination never holds a partial object.
+    /// Copy `from` to `to`: server-side where the backend supports it (S3 `CopyObject`, a local
+    /// file copy on fs: no fsync, since canonical objects can always be re-materialized from
+    /// their durable blob), else a streamed read into a write (memory).
     pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let d = self.fault_before(FaultOp::Copy, to)?;
-        if self.backend == "s3" {
+        if self.op.info().capability().copy {
             self.op.copy(from, to).await?;
         } else {
             let mut stream = self.op.reader(from).await?.into_stream(..).await?;
             let mut w = self.op.writer(to).await?;
             while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(buf) => {
-                        if let Err(e) = w.write(buf).await {
-                            let _ = w.abort().await;
-                            return Err(e.into());
-                        }
-                    }
-                    Err(e) => {
-                        let _ = w.abort().await;
-                        return Err(e.into());
-                    }
+                let res = match chunk {
+                    Ok(buf) => w.write(buf).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = res {
+                    let _ = w.abort().await;
+                    return Err(e.into());
                 }
             }
             w.close().await?;

@@ -82,13 +82,19 @@ pub struct S3Server {
 impl S3Server {
     /// The `StorageConfig` that reaches this server.
     pub fn config(&self) -> StorageConfig {
+        self.config_with_root("/")
+    }
+
+    /// The `StorageConfig` for a key prefix (`root`) inside the bucket, so tests can share one
+    /// server without seeing each other's objects.
+    pub fn config_with_root(&self, root: &str) -> StorageConfig {
         StorageConfig::S3 {
             bucket: self.bucket.clone(),
             region: Some("us-east-1".into()),
             endpoint: Some(self.endpoint.clone()),
             access_key_id: Some(self.access_key.clone()),
             secret_access_key: Some(self.secret_key.clone()),
-            root: Some("/".into()),
+            root: Some(root.into()),
         }
     }
 }
