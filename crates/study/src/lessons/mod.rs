@@ -9,12 +9,14 @@ mod cache;
 mod github;
 mod local;
 pub mod parse;
+mod pfs_source;
 mod service;
 
 pub use cache::{CacheStore, MemoryCache, RedisCache};
 pub use github::{GitHubConfig, GitHubSource};
 pub use local::LocalDocsSource;
 pub use parse::{Chunk, Lesson};
+pub use pfs_source::PfsBookSource;
 pub use service::{CacheConfig, LessonService};
 
 /// Raw lesson text as a source returned it.

@@ -11,3 +11,4 @@ mod lessons_cache;
 mod tutor_teach;
 mod lessons_http;
 mod tutor_e2e;
+mod lessons_pfs;
