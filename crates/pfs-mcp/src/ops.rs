@@ -280,7 +280,7 @@ impl PfsTools {
         let user = auth::overlay_user(&id, a.user_id.as_deref())?;
         let path = BookPath::parse_content(&a.path)?;
         let expected = parse_expected_hash(a.expected_hash.as_deref())?;
-        let max = self.state.config.max_content_bytes;
+        let max = self.engine().config().limits.max_content_bytes;
         if a.content.len() as u64 > max {
             return Err(PfsError::PayloadTooLarge {
                 what: format!("content of {path}"),
@@ -431,11 +431,7 @@ impl PfsTools {
             .await?
             .ok_or_else(|| PfsError::not_found(format!("asset {path} in book {book}")))?;
         let binary = if a.include_binary {
-            let max = self
-                .state
-                .config
-                .max_asset_bytes
-                .max(self.state.config.max_content_bytes);
+            let max = self.state.config.max_asset_bytes;
             if entry.size > max {
                 return Err(PfsError::PayloadTooLarge {
                     what: format!(

@@ -25,10 +25,9 @@ pub struct PfsMcpConfig {
     pub archive_time_budget: Option<Duration>,
     /// Accepted `Host` headers on `/mcp` (DNS-rebinding protection). Empty → any host.
     pub allowed_hosts: Vec<String>,
-    /// Largest asset accepted by `upload_asset` (decoded bytes).
+    /// Largest asset moved inline as base64 (`upload_asset`, `get_asset` with include_binary),
+    /// in decoded bytes. Content size limits come from the engine (`Limits`).
     pub max_asset_bytes: u64,
-    /// Largest text file accepted by `write_content` (bytes).
-    pub max_content_bytes: u64,
     /// Largest JSON-RPC request body on `/mcp`. Must exceed the base64 size of `max_asset_bytes`.
     pub max_request_body_bytes: usize,
     /// Upper bound for `grep_search.max_results`.
@@ -49,7 +48,6 @@ impl Default for PfsMcpConfig {
             archive_time_budget: None,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             max_asset_bytes: 10 * 1024 * 1024,
-            max_content_bytes: 2 * 1024 * 1024,
             max_request_body_bytes: 16 * 1024 * 1024,
             grep_max_results: 1000,
             grep_max_file_bytes: 4 * 1024 * 1024,

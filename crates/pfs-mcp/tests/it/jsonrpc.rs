@@ -228,7 +228,15 @@ async fn hash_protocol_overlays_and_errors_over_http() {
             .await;
         assert_eq!(bulk["files"][0]["content"], json!(text));
 
-        // Oversized asset.
+        // Oversized content (engine limit, default 2 MiB) and asset (inline limit of the test server).
+        let huge = "a".repeat(2 * 1024 * 1024 + 1);
+        alice
+            .err(
+                "write_content",
+                json!({"book_id": BOOK, "path": "content/01-Part/01-Chapter/03-big.md", "content": huge}),
+                "PAYLOAD_TOO_LARGE",
+            )
+            .await;
         let big = "A".repeat((crate::support::MAX_ASSET as usize) * 2);
         alice
             .err(
