@@ -30,12 +30,23 @@ fn migrator(kind: DbKind) -> Migrator {
     }
 }
 
-/// Apply every pending migration.
+/// Apply every pending migration. PostgreSQL serialises concurrent migrators with an advisory
+/// lock; SQLite has none, so when several processes start on one file at once the loser of the
+/// race retries and then finds the migrations applied.
 pub async fn migrate_up(db: &Db) -> Result<()> {
-    migrator(db.kind)
-        .run(&db.pool)
-        .await
-        .map_err(|e| PfsError::Internal(format!("applying pfs migrations: {e}")))
+    let m = migrator(db.kind);
+    let mut attempt = 0;
+    loop {
+        match m.run(&db.pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 3 && db.kind == DbKind::Sqlite => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "pfs migrations raced; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => return Err(PfsError::Internal(format!("applying pfs migrations: {e}"))),
+        }
+    }
 }
 
 /// Revert every applied migration (all the way down; CI runs down-then-up).

@@ -178,6 +178,7 @@ impl Actor {
         Ok(Actor { agent_id })
     }
 
+    /// The caller id recorded in audit rows.
     pub fn agent_id(&self) -> &str {
         &self.agent_id
     }
@@ -381,14 +382,17 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The object store.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
     }
 
+    /// The database pool.
     pub fn db(&self) -> &Db {
         &self.inner.db
     }
 
+    /// The settings this engine was opened with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.cfg
     }
@@ -1345,6 +1349,36 @@ impl Engine {
             Some(e) if done == 0 && !rows.is_empty() => Err(e),
             _ => Ok(done),
         }
+    }
+
+    /// Run [`Engine::reconcile_pending`] every `every` in a background task (for servers; a
+    /// crash-free process needs it only after storage outages). Also publishes the
+    /// `panaversityfs_pending_materializations` gauge. Abort the handle to stop it.
+    pub fn spawn_reconciler(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match engine.pending_count().await {
+                    Ok(0) => {
+                        metrics::gauge!("panaversityfs_pending_materializations").set(0.0);
+                        continue;
+                    }
+                    Ok(n) => {
+                        metrics::gauge!("panaversityfs_pending_materializations").set(n as f64)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconciler: counting pending materializations failed");
+                        continue;
+                    }
+                }
+                if let Err(e) = engine.reconcile_pending().await {
+                    tracing::warn!(error = %e, "reconciler: pending materializations still failing");
+                }
+            }
+        })
     }
 
     /// Number of pending materializations.

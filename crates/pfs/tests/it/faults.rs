@@ -343,3 +343,69 @@ async fn storage_outage_fails_cleanly() {
         let _ = Arc::clone(&plan);
     }
 }
+
+#[tokio::test]
+async fn background_reconciler_finishes_after_a_storage_outage() {
+    init();
+    for t in TestDb::all().await {
+        let plan = FaultPlan::new();
+        let e = open(
+            &t,
+            Storage::new(&StorageConfig::Memory)
+                .unwrap()
+                .with_faults(plan.clone()),
+            EngineConfig::default(),
+        )
+        .await;
+        let a = actor("outage-agent");
+        let bk = book("recon-book");
+        let p = path("content/01-a/01-b/01-one.md");
+        let w = e
+            .write(&a, &bk, &p, &Namespace::Base, b("v1"), None)
+            .await
+            .unwrap();
+        // A failed blob put: nothing is committed.
+        plan.fail_next(1);
+        e.write(&a, &bk, &p, &Namespace::Base, b("v2"), Some(&w.sha256))
+            .await
+            .unwrap_err();
+        assert_eq!(e.read(&bk, &p, None).await.unwrap().bytes, b("v1"));
+        // Now make the materialization (a get+put on memory) fail after a good blob put.
+        let v2 = b("v2");
+        e.storage().put_blob(&sha(&v2), v2.clone()).await.unwrap();
+        plan.set_failure_rate(1.0);
+        let res = e
+            .write(&a, &bk, &p, &Namespace::Base, v2.clone(), Some(&w.sha256))
+            .await;
+        plan.disable();
+        // put_blob found the blob already stored (a stat, never faulted), the commit went
+        // through, only the canonical copy failed.
+        let o = res.unwrap();
+        assert_eq!(o.version, 2);
+        assert_eq!(e.pending_count().await.unwrap(), 1);
+        assert_eq!(
+            e.storage()
+                .get("books/recon-book/content/01-a/01-b/01-one.md")
+                .await
+                .unwrap(),
+            b("v1")
+        );
+        let h = e.spawn_reconciler(std::time::Duration::from_millis(20));
+        for _ in 0..100 {
+            if e.pending_count().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        h.abort();
+        assert_eq!(e.pending_count().await.unwrap(), 0);
+        assert_eq!(
+            e.storage()
+                .get("books/recon-book/content/01-a/01-b/01-one.md")
+                .await
+                .unwrap(),
+            v2
+        );
+        assert_journal_equals_storage(&e).await;
+    }
+}
