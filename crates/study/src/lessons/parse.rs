@@ -180,20 +180,19 @@ pub fn reduce_mdx(text: &str) -> String {
         let trimmed = line.trim_start();
         if skipping_statement {
             brace_depth += count_braces(line);
-            if brace_depth <= 0 && (ends_statement(line) || brace_depth < 0 || trimmed.is_empty()) {
+            if brace_depth <= 0 {
                 skipping_statement = false;
             }
             continue;
         }
-        if trimmed.starts_with("import ") || trimmed.starts_with("export ") {
+        if is_mdx_statement(trimmed) {
             brace_depth = count_braces(line);
-            let single = (trimmed.starts_with("import ")
-                && (trimmed.contains(" from ") || trimmed.trim_end().ends_with(';'))
-                && brace_depth <= 0)
-                || (trimmed.starts_with("export ")
-                    && brace_depth <= 0
-                    && !line.trim_end().ends_with('='));
-            if !single {
+            let complete = trimmed.starts_with("export ")
+                || trimmed.contains(" from ")
+                || trimmed.trim_end().ends_with(';')
+                || trimmed.starts_with("import '")
+                || trimmed.starts_with("import \"");
+            if brace_depth > 0 || !complete {
                 skipping_statement = true;
             }
             continue;
@@ -204,17 +203,30 @@ pub fn reduce_mdx(text: &str) -> String {
     collapse_blank_lines(out.trim_matches('\n'))
 }
 
+/// An ESM `import`/`export` line of MDX (not prose that happens to start with the word).
+fn is_mdx_statement(trimmed: &str) -> bool {
+    if let Some(rest) = trimmed.strip_prefix("import ") {
+        let rest = rest.trim_start();
+        return rest.starts_with(['{', '*', '\'', '"'])
+            || rest.contains(" from ")
+            || (rest.split_whitespace().count() == 1 && rest.ends_with(';'));
+    }
+    if let Some(rest) = trimmed.strip_prefix("export ") {
+        let first = rest.split_whitespace().next().unwrap_or("");
+        return matches!(
+            first,
+            "const" | "let" | "var" | "function" | "default" | "class" | "async" | "{" | "*"
+        ) || first.starts_with('{');
+    }
+    false
+}
+
 fn count_braces(line: &str) -> i64 {
     line.chars().fold(0, |d, c| match c {
         '{' | '(' | '[' => d + 1,
         '}' | ')' | ']' => d - 1,
         _ => d,
     })
-}
-
-fn ends_statement(line: &str) -> bool {
-    let t = line.trim_end();
-    t.ends_with(';') || t.contains(" from ")
 }
 
 fn reduce_prose(seg: &str) -> String {
@@ -548,6 +560,16 @@ mod tests {
         assert!(!l.body.contains("sidebar_label"));
         let l = Lesson::parse("01-a/02-my-lesson", "No heading here");
         assert_eq!(l.title, "My Lesson");
+    }
+
+    #[test]
+    fn multi_line_exports_and_imports_are_dropped() {
+        let src = "import {\n  A,\n  B,\n} from 'x';\nexport default function Demo() {\n  return <div>hi</div>;\n}\n\nKept text.\nexport const meta = {\n  a: 1,\n};\nAlso kept.\nimport the module, then export the result.\n";
+        let out = reduce_mdx(src);
+        assert_eq!(
+            out,
+            "Kept text.\nAlso kept.\nimport the module, then export the result."
+        );
     }
 
     #[test]

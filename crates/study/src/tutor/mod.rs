@@ -248,6 +248,15 @@ impl Out {
     }
 }
 
+/// Aborts a spawned task when dropped (e.g. when the client disconnects mid-turn).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Several key filters applied one after another.
 struct Filters(Vec<KeyFilter>);
 
@@ -560,7 +569,9 @@ impl Inner {
             let llm = llm.clone();
             let lesson = lesson.clone();
             let asked = st.asked.clone();
-            tokio::spawn(async move { generate_check(&llm, &lesson, idx, &asked).await })
+            AbortOnDrop(tokio::spawn(async move {
+                generate_check(&llm, &lesson, idx, &asked).await
+            }))
         });
         let reask = matches!(
             task,
@@ -592,16 +603,12 @@ impl Inner {
         let streamed = self
             .stream(llm, &llm.config().teach_model, &messages, &mut filters, out)
             .await;
-        if let Err(stop) = streamed {
-            if let Some(g) = pending_check {
-                g.abort();
-            }
-            return Err(stop);
-        }
+        // On failure, dropping `pending_check` aborts the generation.
+        streamed?;
 
         // Append the question (new or re-asked) and persist the new state.
-        if let Some(g) = pending_check {
-            let check = match g.await {
+        if let Some(mut g) = pending_check {
+            let check = match (&mut g.0).await {
                 Ok(c) => c,
                 Err(_) => fallback_check(lesson, st.chunk),
             };
