@@ -1,0 +1,256 @@
+//! In-process benchmarks of library pieces the HTTP benches cannot isolate: the Redis rate
+//! limiter across three replicas, and the cached lesson load.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use platform::ratelimit::{RateLimiter, RedisLimiter};
+use serde_json::json;
+use study::lessons::{CacheConfig, LessonService, LocalDocsSource};
+
+use crate::stats::{Samples, check, report, round1, round3};
+
+/// Settings of `ratelimit`.
+#[derive(Debug, Clone)]
+pub struct RateLimitOpts {
+    pub redis_url: String,
+    pub replicas: usize,
+    pub tasks: usize,
+    pub keys: usize,
+    pub limit: u64,
+    /// Checks per key (over all tasks); more than `limit` so the limit is reached.
+    pub attempts_per_key: u64,
+}
+
+/// `ratelimit`: `replicas` RedisLimiter instances (separate connections, one Redis) hammered by
+/// `tasks` tasks on `keys` keys; every key must allow exactly `limit` requests.
+pub async fn ratelimit(o: &RateLimitOpts) -> anyhow::Result<()> {
+    if o.attempts_per_key <= o.limit {
+        bail!("--attempts-per-key must exceed --limit so the limit is reached");
+    }
+    let prefix = format!("pv-bench:rl:{}:", uuid::Uuid::new_v4().simple());
+    let window = Duration::from_secs(120);
+    let mut limiters = Vec::new();
+    for _ in 0..o.replicas.max(1) {
+        let l = RedisLimiter::new(&o.redis_url, &prefix, o.limit, window)
+            .context("creating a Redis limiter")?;
+        l.ping()
+            .await
+            .with_context(|| format!("Redis at {} is not answering", o.redis_url))?;
+        limiters.push(Arc::new(l));
+    }
+    // Warm the script cache and connections on a throw-away key.
+    for l in &limiters {
+        for _ in 0..50 {
+            l.check("warmup").await;
+        }
+    }
+    let total = o.attempts_per_key * o.keys as u64;
+    let per_task = total.div_ceil(o.tasks as u64);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..o.tasks {
+        let l = limiters[t % limiters.len()].clone();
+        let keys = o.keys;
+        let first = t as u64 * per_task;
+        let last = (first + per_task).min(total);
+        handles.push(tokio::spawn(async move {
+            let mut s = Samples::with_capacity((last - first) as usize);
+            let mut allowed = vec![0u64; keys];
+            let mut failed_open = 0u64;
+            for i in first..last {
+                let k = (i % keys as u64) as usize;
+                let t = Instant::now();
+                let d = l.check(&format!("k{k}")).await;
+                s.push(t.elapsed());
+                if d.failed_open {
+                    failed_open += 1;
+                } else if d.allowed {
+                    allowed[k] += 1;
+                }
+            }
+            (s, allowed, failed_open)
+        }));
+    }
+    let mut samples = Samples::default();
+    let mut allowed = vec![0u64; o.keys];
+    let mut failed_open = 0u64;
+    for h in handles {
+        let (s, a, f) = h.await.context("a limiter task panicked")?;
+        samples.extend(s);
+        for (acc, v) in allowed.iter_mut().zip(a) {
+            *acc += v;
+        }
+        failed_open += f;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let sum = samples.summary();
+    let exact_keys = allowed.iter().filter(|&&a| a == o.limit).count();
+    let human = vec![
+        format!(
+            "{} limiters on one Redis, {} tasks, {} keys x {} attempts (limit {} per key): {} decisions in {secs:.2} s = {:.0}/s",
+            limiters.len(),
+            o.tasks,
+            o.keys,
+            o.attempts_per_key,
+            o.limit,
+            sum.count,
+            sum.count as f64 / secs
+        ),
+        format!("decision latency: {}", sum.human()),
+        format!(
+            "allowed per key: {:?} (exact on {exact_keys}/{} keys), failed open: {failed_open}",
+            allowed, o.keys
+        ),
+    ];
+    let result = json!({
+        "replicas": limiters.len(), "tasks": o.tasks, "keys": o.keys, "limit": o.limit,
+        "attempts_per_key": o.attempts_per_key, "decisions": sum.count,
+        "decisions_per_sec": round1(sum.count as f64 / secs), "latency": sum.json(),
+        "allowed_per_key": allowed, "exact_keys": exact_keys, "failed_open": failed_open,
+    });
+    let checks = vec![
+        check("decision p99 ms", sum.p99_ms, "<=", 1.0),
+        check(
+            "keys with allowed == limit",
+            exact_keys as f64,
+            ">=",
+            o.keys as f64,
+        ),
+        check("failed-open decisions", failed_open as f64, "<=", 0.0),
+    ];
+    report("ratelimit", result, &human, checks);
+    Ok(())
+}
+
+/// Settings of `lesson-cache`.
+#[derive(Debug, Clone)]
+pub struct LessonCacheOpts {
+    pub docs_dir: std::path::PathBuf,
+    pub redis_url: Option<String>,
+    pub tasks: usize,
+    pub loads: u64,
+}
+
+/// Every lesson path (without `.md`/`.summary.md`) under `docs`.
+fn lesson_paths(docs: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![docs.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(rel) = p
+                .strip_prefix(docs)
+                .ok()
+                .and_then(|r| r.to_str())
+                .and_then(|r| r.strip_suffix(".md"))
+                .filter(|r| !r.ends_with(".summary"))
+            {
+                out.push(rel.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn cache_phase(
+    service: &LessonService,
+    paths: &Arc<Vec<String>>,
+    o: &LessonCacheOpts,
+) -> anyhow::Result<(Samples, f64)> {
+    for p in paths.iter() {
+        match service.get(p, None).await {
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("lesson {p} not found by the service"),
+            Err(e) => bail!("loading {p}: {e}"),
+        }
+    }
+    let started = Instant::now();
+    let per_task = o.loads.div_ceil(o.tasks as u64);
+    let mut handles = Vec::new();
+    for t in 0..o.tasks {
+        let (service, paths) = (service.clone(), paths.clone());
+        handles.push(tokio::spawn(async move {
+            let mut s = Samples::with_capacity(per_task as usize);
+            let mut misses = 0u64;
+            for i in 0..per_task {
+                let p = &paths[(t + i as usize) % paths.len()];
+                let t0 = Instant::now();
+                let r = service.get(p, None).await;
+                s.push(t0.elapsed());
+                if !matches!(r, Ok(Some(_))) {
+                    misses += 1;
+                }
+            }
+            (s, misses)
+        }));
+    }
+    let mut all = Samples::default();
+    let mut misses = 0;
+    for h in handles {
+        let (s, m) = h.await.context("a cache task panicked")?;
+        all.extend(s);
+        misses += m;
+    }
+    if misses > 0 {
+        bail!("{misses} cached loads failed");
+    }
+    Ok((all, started.elapsed().as_secs_f64()))
+}
+
+/// `lesson-cache`: study::lessons::LessonService over the local docs source; cached loads
+/// (in-process cache, and Redis when a URL is given).
+pub async fn lesson_cache(o: &LessonCacheOpts) -> anyhow::Result<()> {
+    let paths = Arc::new(lesson_paths(&o.docs_dir)?);
+    if paths.is_empty() {
+        bail!("no lessons under {}", o.docs_dir.display());
+    }
+    let source = Arc::new(
+        LocalDocsSource::new(&o.docs_dir)
+            .with_context(|| format!("opening {}", o.docs_dir.display()))?,
+    );
+    let mut human = vec![format!(
+        "{} lessons from {}, {} tasks, {} loads per cache backend",
+        paths.len(),
+        o.docs_dir.display(),
+        o.tasks,
+        o.loads
+    )];
+    let mut result = json!({"lessons": paths.len(), "tasks": o.tasks, "loads": o.loads});
+    let mut checks = Vec::new();
+    let mut backends = vec![("memory", CacheConfig::memory())];
+    if let Some(url) = &o.redis_url {
+        let prefix = format!("pv-bench:lesson:{}:", uuid::Uuid::new_v4().simple());
+        let cfg = CacheConfig::redis(url, &prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("Redis lesson cache at {url}: {e}"))?;
+        backends.push(("redis", cfg));
+    }
+    for (name, cfg) in backends {
+        let service = LessonService::new(source.clone(), cfg);
+        let (mut s, secs) = cache_phase(&service, &paths, o).await?;
+        let sum = s.summary();
+        human.push(format!(
+            "{name} cache: {:.0} loads/s, {}",
+            sum.count as f64 / secs,
+            sum.human()
+        ));
+        result[name] = json!({"loads_per_sec": round1(sum.count as f64 / secs), "seconds": round3(secs), "latency": sum.json()});
+        checks.push(check(
+            &format!("{name} cached load p99 ms"),
+            sum.p99_ms,
+            "<=",
+            2.0,
+        ));
+        if name == "redis" {
+            let _ = service.invalidate(None).await;
+        }
+    }
+    report("lesson-cache", result, &human, checks);
+    Ok(())
+}
