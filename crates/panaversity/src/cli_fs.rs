@@ -181,7 +181,6 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
                 acting_user: None,
             };
             let cfg = pfs_mcp::PfsMcpConfig {
-                max_content_bytes: storage.max_content_bytes,
                 max_asset_bytes: storage.max_asset_size_mb * 1024 * 1024,
                 stdio_identity: Some(identity.clone()),
                 ..Default::default()

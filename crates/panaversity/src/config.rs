@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -57,7 +56,7 @@ pub struct Common {
     #[arg(long, env = "PANAVERSITY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
     /// Log filter (tracing env-filter syntax).
-    #[arg(long, env = "PANAVERSITY_LOG_LEVEL", default_value = "info", global = true)]
+    #[arg(long, env = "PANAVERSITY_LOG_LEVEL", default_value = "info,rmcp=warn", global = true)]
     pub log_level: String,
 }
 
@@ -95,20 +94,6 @@ pub struct StorageArgs {
     /// Largest asset accepted by upload_asset, in MiB.
     #[arg(long, env = "PANAVERSITY_MAX_ASSET_SIZE_MB", default_value_t = 100)]
     pub max_asset_size_mb: u64,
-}
-
-/// Read `key` from the optional TOML config file (flat table of strings/numbers/bools).
-pub fn file_value(config: &Option<PathBuf>, key: &str) -> anyhow::Result<Option<String>> {
-    let Some(path) = config else { return Ok(None) };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("parsing config file {}", path.display()))?;
-    Ok(table.get(key).map(|v| match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }))
 }
 
 /// Apply config-file values to environment variables that are not already set, so clap's `env`
@@ -167,10 +152,6 @@ pub fn dev_mode_from_env() -> bool {
 /// Comma-separated list.
 pub fn split_list(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-}
-
-pub fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
 }
 
 /// Validate a bind address string.

@@ -349,7 +349,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             archive_url_ttl: Duration::from_secs(args.archive_url_ttl),
             allowed_hosts,
             max_asset_bytes: args.storage.max_asset_size_mb * 1024 * 1024,
-            max_content_bytes: args.storage.max_content_bytes,
             max_request_body_bytes: args.max_body_bytes,
             ..Default::default()
         };
@@ -400,7 +399,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
             )?),
-            LessonSourceKind::Pfs => Arc::new(study::lessons::pfs::PfsBookSource::new(
+            LessonSourceKind::Pfs => Arc::new(study::lessons::PfsBookSource::new(
                 engine.clone(),
                 BookId::parse(&args.lesson_book)?,
             )),
@@ -431,16 +430,15 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_body_bytes: args.study_max_body_bytes,
         };
         let study_routes = study::server::chatkit_router(state)
-            .merge(study::suggestions::lesson_routes(
-                lessons,
-                limiter,
-                args.admin_secret.clone(),
-            ))
+            .merge(study::suggestions::suggestion_routes(lessons.clone(), limiter))
             .layer(axum::middleware::from_fn_with_state(
                 auth.clone(),
                 platform::auth::require_auth,
             ));
-        app = app.merge(study_routes);
+        // The admin route authenticates with X-Admin-Secret only (not a user token).
+        app = app
+            .merge(study_routes)
+            .merge(study::admin::admin_routes(lessons, args.admin_secret.clone()));
     }
 
     let ready: Arc<dyn ReadyCheck> = Arc::new(ReadyChecks(checks));
