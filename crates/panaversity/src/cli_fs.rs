@@ -20,7 +20,11 @@ pub enum FsCmd {
         #[command(flatten)]
         storage: StorageArgs,
         /// Agent id recorded in the audit log for this session.
-        #[arg(long, env = "PANAVERSITY_STDIO_AGENT_ID", default_value = "stdio-agent")]
+        #[arg(
+            long,
+            env = "PANAVERSITY_STDIO_AGENT_ID",
+            default_value = "stdio-agent"
+        )]
         agent_id: String,
         /// Do not load the sample book into an empty store.
         #[arg(long, env = "PANAVERSITY_NO_SAMPLE")]
@@ -219,9 +223,20 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
                 for i in &report.issues {
                     println!("- {}", serde_json::to_string(i)?);
                 }
-                println!("{}", if report.clean() { "consistent" } else { "NOT consistent" });
+                println!(
+                    "{}",
+                    if report.clean() {
+                        "consistent"
+                    } else {
+                        "NOT consistent"
+                    }
+                );
             }
-            Ok(if report.clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         FsCmd::Audit(AuditCmd::Query(a)) => {
             let (_db, engine) = open_engine(common, &a.storage, PoolSettings::default()).await?;
@@ -277,7 +292,11 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
                     println!("- {}", serde_json::to_string(b)?);
                 }
             }
-            Ok(if report.valid { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         FsCmd::Keys(k) => {
             let db = db_only(common).await?;

@@ -43,7 +43,12 @@ pub enum LessonSourceKind {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// Data directory: SQLite database, local storage, extracted sample docs.
-    #[arg(long, env = "PANAVERSITY_DATA_DIR", default_value = "./data", global = true)]
+    #[arg(
+        long,
+        env = "PANAVERSITY_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Optional TOML config file; its keys are the environment variable names in lower case
     /// without the PANAVERSITY_ prefix (e.g. `bind = "0.0.0.0:8000"`).
@@ -53,10 +58,20 @@ pub struct Common {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Log format.
-    #[arg(long, env = "PANAVERSITY_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "PANAVERSITY_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// Log filter (tracing env-filter syntax).
-    #[arg(long, env = "PANAVERSITY_LOG_LEVEL", default_value = "info,rmcp=warn", global = true)]
+    #[arg(
+        long,
+        env = "PANAVERSITY_LOG_LEVEL",
+        default_value = "info,rmcp=warn",
+        global = true
+    )]
     pub log_level: String,
 }
 
@@ -86,7 +101,11 @@ pub struct StorageArgs {
     #[arg(long, env = "PANAVERSITY_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
     /// Per-call storage timeout in seconds.
-    #[arg(long, env = "PANAVERSITY_STORAGE_TIMEOUT_SECONDS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "PANAVERSITY_STORAGE_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
     pub storage_timeout_seconds: u64,
     /// Largest text file accepted by write_content, in bytes.
     #[arg(long, env = "PANAVERSITY_MAX_CONTENT_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -107,8 +126,8 @@ pub fn apply_config_file_to_env(path: &Path) -> anyhow::Result<()> {
     for (k, v) in table {
         let name = k.to_ascii_uppercase();
         let name = match name.as_str() {
-            "DATABASE_URL" | "REDIS_URL" | "OPENAI_API_KEY" | "OPENAI_BASE_URL" | "ALLOWED_ORIGINS"
-            | "DEV_MODE" => name,
+            "DATABASE_URL" | "REDIS_URL" | "OPENAI_API_KEY" | "OPENAI_BASE_URL"
+            | "ALLOWED_ORIGINS" | "DEV_MODE" => name,
             _ if name.starts_with("PANAVERSITY_") || name.starts_with("STUDY_") => name,
             _ => format!("PANAVERSITY_{name}"),
         };
@@ -134,12 +153,17 @@ pub fn database_url(common: &Common) -> anyhow::Result<String> {
     }
     std::fs::create_dir_all(&common.data_dir)
         .with_context(|| format!("creating data dir {}", common.data_dir.display()))?;
-    Ok(platform::db::sqlite_url_for(&common.data_dir.join("panaversity.db")))
+    Ok(platform::db::sqlite_url_for(
+        &common.data_dir.join("panaversity.db"),
+    ))
 }
 
 /// Parse a boolean environment value the way operators write them.
 pub fn truthy(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// Dev mode from either name (`PANAVERSITY_DEV_MODE`, or the predecessor's `DEV_MODE`).
@@ -151,7 +175,11 @@ pub fn dev_mode_from_env() -> bool {
 
 /// Comma-separated list.
 pub fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Validate a bind address string.

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Common;
 
 #[derive(Debug, Parser)]
-#[command(name = "panaversity", version, about = "PanaversityFS book store and Study Mode API")]
+#[command(
+    name = "panaversity",
+    version,
+    about = "PanaversityFS book store and Study Mode API"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -49,7 +53,10 @@ fn main() -> std::process::ExitCode {
     });
     platform::install_crypto_provider();
     pfs::storage::init_process();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -68,13 +68,21 @@ pub struct ServeArgs {
     #[arg(long, env = "PANAVERSITY_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// CDN base URL for asset links.
-    #[arg(long, env = "PANAVERSITY_CDN_BASE_URL", default_value = "https://cdn.panaversity.com")]
+    #[arg(
+        long,
+        env = "PANAVERSITY_CDN_BASE_URL",
+        default_value = "https://cdn.panaversity.com"
+    )]
     pub cdn_base_url: String,
     /// HMAC key for signed archive URLs (identical on every replica). Random per process if unset.
     #[arg(long, env = "PANAVERSITY_ARCHIVE_SIGNING_KEY", hide_env_values = true)]
     pub archive_signing_key: Option<String>,
     /// Lifetime of signed archive URLs, seconds.
-    #[arg(long, env = "PANAVERSITY_PRESIGN_EXPIRY_SECONDS", default_value_t = 900)]
+    #[arg(
+        long,
+        env = "PANAVERSITY_PRESIGN_EXPIRY_SECONDS",
+        default_value_t = 900
+    )]
     pub archive_url_ttl: u64,
     /// Accepted Host headers on /mcp (comma-separated). Default: localhost, 127.0.0.1, ::1 and
     /// the public URL's host.
@@ -130,7 +138,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
     /// Raw-content base URL (tests and mirrors).
-    #[arg(long, env = "GITHUB_RAW_BASE_URL", default_value = "https://raw.githubusercontent.com")]
+    #[arg(
+        long,
+        env = "GITHUB_RAW_BASE_URL",
+        default_value = "https://raw.githubusercontent.com"
+    )]
     pub github_raw_base_url: String,
 }
 
@@ -159,7 +171,11 @@ pub fn storage_config(common: &Common, s: &StorageArgs) -> anyhow::Result<pfs::S
 }
 
 /// Connect the database and open the engine (migrations run inside `Engine::open`).
-pub async fn open_engine(common: &Common, s: &StorageArgs, pool: PoolSettings) -> anyhow::Result<(Db, Engine)> {
+pub async fn open_engine(
+    common: &Common,
+    s: &StorageArgs,
+    pool: PoolSettings,
+) -> anyhow::Result<(Db, Engine)> {
     let url = config::database_url(common)?;
     let db = Db::connect(&url, &pool).await?;
     let cfg = storage_config(common, s)?;
@@ -198,14 +214,20 @@ pub async fn seed_sample(engine: &Engine) -> anyhow::Result<bool> {
         let bytes = bytes::Bytes::from_static(bytes);
         match p.area() {
             pfs::Area::Content => {
-                engine.write(&actor, &book, &p, &Namespace::Base, bytes, None).await?;
+                engine
+                    .write(&actor, &book, &p, &Namespace::Base, bytes, None)
+                    .await?;
             }
             pfs::Area::Static => {
                 engine.put_asset(&actor, &book, &p, bytes).await?;
             }
         }
     }
-    tracing::info!(book = sample::BOOK_ID, files = sample::FILES.len(), "loaded the sample book");
+    tracing::info!(
+        book = sample::BOOK_ID,
+        files = sample::FILES.len(),
+        "loaded the sample book"
+    );
     Ok(true)
 }
 
@@ -218,7 +240,9 @@ fn extract_sample_docs(dir: &std::path::Path) -> anyhow::Result<()> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     for (path, bytes) in sample::FILES {
-        let Some(rel) = path.strip_prefix("content/") else { continue };
+        let Some(rel) = path.strip_prefix("content/") else {
+            continue;
+        };
         let target = tmp.join(rel);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
@@ -254,7 +278,10 @@ impl ReadyCheck for RedisReady {
 }
 
 fn auth_config(args: &ServeArgs, dev: bool, db: &Db, public_url: &str) -> AuthConfig {
-    let base = args.auth_server_url.as_deref().map(|u| u.trim_end_matches('/').to_string());
+    let base = args
+        .auth_server_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_string());
     let jwks_url = args
         .jwks_url
         .clone()
@@ -313,7 +340,12 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{local}"));
-    let auth = Arc::new(Authenticator::new(auth_config(&args, dev, &db, &public_url)));
+    let auth = Arc::new(Authenticator::new(auth_config(
+        &args,
+        dev,
+        &db,
+        &public_url,
+    )));
     auth.warm_up().await;
 
     let mut checks: Vec<Arc<dyn ReadyCheck>> = vec![Arc::new(DbReadyCheck {
@@ -367,13 +399,26 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let window = Duration::from_secs(args.rate_window_seconds.max(1));
         let limiter: Arc<dyn RateLimiter> = match &args.redis_url {
             Some(url) => {
-                let l = platform::ratelimit::RedisLimiter::new(url, "study:rl:", args.rate_limit, window)?;
-                checks.push(Arc::new(RedisReady(platform::ratelimit::RedisLimiter::new(
-                    url, "study:rl:", args.rate_limit, window,
-                )?)));
+                let l = platform::ratelimit::RedisLimiter::new(
+                    url,
+                    "study:rl:",
+                    args.rate_limit,
+                    window,
+                )?;
+                checks.push(Arc::new(RedisReady(
+                    platform::ratelimit::RedisLimiter::new(
+                        url,
+                        "study:rl:",
+                        args.rate_limit,
+                        window,
+                    )?,
+                )));
                 Arc::new(l)
             }
-            None => Arc::new(platform::ratelimit::MemoryLimiter::new(args.rate_limit, window)),
+            None => Arc::new(platform::ratelimit::MemoryLimiter::new(
+                args.rate_limit,
+                window,
+            )),
         };
         let source: Arc<dyn study::lessons::LessonSource> = match args.lesson_source {
             LessonSourceKind::Local => {
@@ -385,9 +430,10 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
                         d
                     }
                 };
-                Arc::new(study::lessons::LocalDocsSource::new(&dir).with_context(|| {
-                    format!("opening the docs directory {}", dir.display())
-                })?)
+                Arc::new(
+                    study::lessons::LocalDocsSource::new(&dir)
+                        .with_context(|| format!("opening the docs directory {}", dir.display()))?,
+                )
             }
             LessonSourceKind::Github => Arc::new(study::lessons::GitHubSource::new(
                 study::lessons::GitHubConfig {
@@ -418,7 +464,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let llm = match study::llm::LlmConfig::from_env() {
             Some(cfg) => Some(study::llm::LlmClient::new(cfg)?),
             None => {
-                tracing::warn!("no LLM provider configured (OPENAI_API_KEY / OPENAI_BASE_URL): the tutor answers with a notice");
+                tracing::warn!(
+                    "no LLM provider configured (OPENAI_API_KEY / OPENAI_BASE_URL): the tutor answers with a notice"
+                );
                 None
             }
         };
@@ -430,15 +478,19 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_body_bytes: args.study_max_body_bytes,
         };
         let study_routes = study::server::chatkit_router(state)
-            .merge(study::suggestions::suggestion_routes(lessons.clone(), limiter))
+            .merge(study::suggestions::suggestion_routes(
+                lessons.clone(),
+                limiter,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 auth.clone(),
                 platform::auth::require_auth,
             ));
         // The admin route authenticates with X-Admin-Secret only (not a user token).
-        app = app
-            .merge(study_routes)
-            .merge(study::admin::admin_routes(lessons, args.admin_secret.clone()));
+        app = app.merge(study_routes).merge(study::admin::admin_routes(
+            lessons,
+            args.admin_secret.clone(),
+        ));
     }
 
     let ready: Arc<dyn ReadyCheck> = Arc::new(ReadyChecks(checks));
