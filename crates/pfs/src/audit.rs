@@ -159,6 +159,24 @@ pub(crate) async fn append_in_tx(conn: &mut AnyConnection, row: &NewAuditRow<'_>
     Ok(seq)
 }
 
+/// For transactions that only record a failed (no-change) operation: on PostgreSQL commit
+/// without waiting for the WAL flush (`synchronous_commit = off` for this transaction only), so
+/// the audit head lock is released at once instead of after an fsync. WAL order is preserved, so
+/// a crash can lose only a tail of such failure rows (with their head update), never break a
+/// chain; every journal change still commits synchronously.
+pub(crate) async fn relax_failure_durability(
+    conn: &mut AnyConnection,
+    kind: platform::db::DbKind,
+) -> Result<()> {
+    if kind == platform::db::DbKind::Postgres {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err("relax failure-row durability"))?;
+    }
+    Ok(())
+}
+
 /// Read the current journal sha of a key *after* taking the head lock, then append a row for a
 /// failed operation with `prev_hash == new_hash ==` that sha (see the module docs).
 pub(crate) async fn append_failure_in_tx(

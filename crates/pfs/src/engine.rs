@@ -722,7 +722,25 @@ impl Engine {
                 }
             }
         };
-        let expected = match checks.and(expected) {
+        // Fail fast on a stale or missing hash before storing any bytes; the compare-and-swap in
+        // the transaction stays the authority (the journal may change in between).
+        let expected = checks.and_then(|current| {
+            let exp = expected?;
+            match (&exp, current) {
+                (Expect::Absent, Some(cur)) => Err(PfsError::HashRequired {
+                    path: path.to_string(),
+                    current: cur,
+                }),
+                (Expect::Hash(_), None) => Err(not_found_for_update(path)),
+                (Expect::Hash(h), Some(cur)) if *h != cur => Err(PfsError::Conflict {
+                    path: path.to_string(),
+                    expected: h.clone(),
+                    current: cur,
+                }),
+                _ => Ok(exp),
+            }
+        });
+        let expected = match expected {
             Ok(e) => e,
             Err(e) => {
                 self.audit_failure(actor, op, book, path, ns, &e, started)
@@ -748,14 +766,34 @@ impl Engine {
         path: &BookPath,
         ns: &Namespace,
         bytes: &Bytes,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         if matches!(ns, Namespace::Overlay(_)) && path.area() != Area::Content {
             return Err(PfsError::InvalidInput(
                 "overlays hold content/ files only; write assets without user_id".into(),
             ));
         }
-        let info = self.ensure_book(book, None).await?;
-        info.profile.check(path)?;
+        // One round trip for the book's profile and the file's current hash.
+        let row = sqlx::query(
+            "SELECT profile, (SELECT sha256 FROM file_journal \
+             WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha \
+             FROM books WHERE book_id = $1",
+        )
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(ns.journal_user())
+        .fetch_optional(&self.inner.db.pool)
+        .await
+        .map_err(db_err("read book and current hash"))?;
+        let (profile, current) = match row {
+            Some(r) => {
+                let g = db_err("decode book and current hash");
+                let profile: String = r.try_get("profile").map_err(&g)?;
+                let current: Option<String> = r.try_get("sha").map_err(&g)?;
+                (Profile::parse(&profile)?, current)
+            }
+            None => (self.ensure_book(book, None).await?.profile, None),
+        };
+        profile.check(path)?;
         let size = bytes.len() as u64;
         match path.area() {
             Area::Content => {
@@ -782,7 +820,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(current)
     }
 
     /// The journal transaction of a write (blob already stored), then materialization.
@@ -867,9 +905,7 @@ impl Engine {
                     path: path.to_string(),
                     current: cur,
                 },
-                (Expect::Hash(_), None) => PfsError::not_found(format!(
-                    "{path} (expected_hash was given but the file does not exist; omit expected_hash to create it)"
-                )),
+                (Expect::Hash(_), None) => not_found_for_update(path),
                 (Expect::Hash(h), Some(cur)) => PfsError::Conflict {
                     path: path.to_string(),
                     expected: h.clone(),
@@ -883,6 +919,10 @@ impl Engine {
                 },
             };
             let msg = err.to_string();
+            if let Err(e) = audit::relax_failure_durability(&mut tx, db.kind).await {
+                tracing::warn!(error = %e, "relaxing failure-row durability failed");
+                return Err(err);
+            }
             let res = audit::append_failure_in_tx(
                 &mut tx,
                 NewAuditRow {
@@ -1210,6 +1250,7 @@ impl Engine {
                 .begin_with(db.kind.begin_write())
                 .await
                 .map_err(db_err("begin failure audit"))?;
+            audit::relax_failure_durability(&mut tx, self.inner.db.kind).await?;
             audit::append_failure_in_tx(
                 &mut tx,
                 NewAuditRow {
@@ -1461,6 +1502,12 @@ impl Engine {
     pub fn storage_key(book: &BookId, path: &BookPath, ns: &Namespace) -> String {
         storage_key(book, ns, path.as_str())
     }
+}
+
+fn not_found_for_update(path: &BookPath) -> PfsError {
+    PfsError::not_found(format!(
+        "{path} (expected_hash was given but the file does not exist; omit expected_hash to create it)"
+    ))
 }
 
 fn check_sha(sha: &str) -> Result<()> {
