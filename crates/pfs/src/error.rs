@@ -70,9 +70,7 @@ pub enum PfsError {
         current: String,
     },
     /// The file exists, so an update must carry `expected_hash`.
-    #[error(
-        "{path} already exists (hash {current}); read it and send expected_hash to update it"
-    )]
+    #[error("{path} already exists (hash {current}); read it and send expected_hash to update it")]
     HashRequired { path: String, current: String },
     #[error("{0}")]
     InvalidInput(String),
@@ -132,7 +130,8 @@ impl PfsError {
         err.insert("code".into(), json!(self.code().as_str()));
         let message = match self {
             PfsError::Internal(_) => {
-                "internal error; the request changed nothing. Retry later or contact the operator".to_string()
+                "internal error; the request changed nothing. Retry later or contact the operator"
+                    .to_string()
             }
             other => other.to_string(),
         };
@@ -193,7 +192,10 @@ impl From<opendal::Error> for PfsError {
         } else {
             // opendal messages can contain the fs root; keep only the kind for callers.
             tracing::warn!(error = %e, "storage error");
-            PfsError::Storage(format!("{} (the storage backend failed; retry later)", e.kind()))
+            PfsError::Storage(format!(
+                "{} (the storage backend failed; retry later)",
+                e.kind()
+            ))
         }
     }
 }

@@ -55,7 +55,9 @@ pub fn check_security(path: &str, allow_trailing_slash: bool) -> Result<(), PfsE
         return bad("control characters (newline, tab, …) are not allowed in paths");
     }
     if path.starts_with('/') {
-        return bad("absolute paths are not allowed; use a path relative to the book, like content/…");
+        return bad(
+            "absolute paths are not allowed; use a path relative to the book, like content/…",
+        );
     }
     if path.starts_with('~') {
         return bad("home-directory expansion is not allowed");
@@ -124,7 +126,10 @@ impl BookPath {
     pub fn parse_content(path: &str) -> Result<BookPath, PfsError> {
         let p = BookPath::parse(path)?;
         if p.area() != Area::Content {
-            return Err(PfsError::invalid_path(path, "content paths start with content/"));
+            return Err(PfsError::invalid_path(
+                path,
+                "content paths start with content/",
+            ));
         }
         Ok(p)
     }
@@ -219,7 +224,11 @@ impl DirPrefix {
     pub fn parse(path: &str) -> Result<DirPrefix, PfsError> {
         check_security(path, true)?;
         let p = path.strip_suffix('/').unwrap_or(path);
-        if !(p == "content" || p == "static" || p.starts_with("content/") || p.starts_with("static/")) {
+        if !(p == "content"
+            || p == "static"
+            || p.starts_with("content/")
+            || p.starts_with("static/"))
+        {
             return Err(PfsError::invalid_path(
                 path,
                 "directory paths must be content, static, or below them",
@@ -234,7 +243,9 @@ impl DirPrefix {
 
     /// Whether `path` is inside this directory.
     pub fn contains(&self, path: &str) -> bool {
-        path.len() > self.0.len() && path.starts_with(&self.0) && path.as_bytes()[self.0.len()] == b'/'
+        path.len() > self.0.len()
+            && path.starts_with(&self.0)
+            && path.as_bytes()[self.0.len()] == b'/'
     }
 }
 
@@ -285,7 +296,10 @@ mod tests {
     fn storage_keys_keep_the_layout() {
         let b = BookId::parse("my-book").unwrap();
         let p = BookPath::parse("content/01-a/01-b/01-c.md").unwrap();
-        assert_eq!(p.storage_key(&b, &Namespace::Base), "books/my-book/content/01-a/01-b/01-c.md");
+        assert_eq!(
+            p.storage_key(&b, &Namespace::Base),
+            "books/my-book/content/01-a/01-b/01-c.md"
+        );
         let u = crate::ids::UserId::parse("u1").unwrap();
         assert_eq!(
             p.storage_key(&b, &Namespace::Overlay(u)),
@@ -295,11 +309,19 @@ mod tests {
 
     #[test]
     fn assets() {
-        assert_eq!(BookPath::asset("images", "a.png").unwrap().as_str(), "static/images/a.png");
+        assert_eq!(
+            BookPath::asset("images", "a.png").unwrap().as_str(),
+            "static/images/a.png"
+        );
         assert!(BookPath::asset("img", "a.png").is_err());
         assert!(BookPath::parse_asset("static/images").is_err());
         assert!(BookPath::parse_asset("static/docs/a.txt").is_err());
-        assert_eq!(BookPath::parse_asset("static/images/x/a.png").unwrap().asset_type(), Some("images"));
+        assert_eq!(
+            BookPath::parse_asset("static/images/x/a.png")
+                .unwrap()
+                .asset_type(),
+            Some("images")
+        );
     }
 
     #[test]

@@ -113,8 +113,10 @@ impl Db {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}")))
-                            .await?;
+                        conn.execute(sqlx::AssertSqlSafe(format!(
+                            "PRAGMA busy_timeout = {busy_ms}"
+                        )))
+                        .await?;
                         Ok(())
                     })
                 });
@@ -123,8 +125,10 @@ impl Db {
                 let st_ms = settings.statement_timeout.as_millis();
                 opts = opts.after_connect(move |conn, _meta| {
                     Box::pin(async move {
-                        conn.execute(sqlx::AssertSqlSafe(format!("SET statement_timeout = {st_ms}")))
-                            .await?;
+                        conn.execute(sqlx::AssertSqlSafe(format!(
+                            "SET statement_timeout = {st_ms}"
+                        )))
+                        .await?;
                         Ok(())
                     })
                 });
@@ -272,10 +276,16 @@ impl Drop for TestDb {
                     .build();
                 if let Ok(rt) = rt {
                     rt.block_on(async move {
-                        if let Ok(pool) = AnyPoolOptions::new().max_connections(1).connect(&admin).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                                .execute(&pool)
-                                .await;
+                        if let Ok(pool) = AnyPoolOptions::new()
+                            .max_connections(1)
+                            .connect(&admin)
+                            .await
+                        {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&pool)
+                            .await;
                         }
                     });
                 }
@@ -328,7 +338,10 @@ mod tests {
             replace_db_name("postgres://u:p@h/db?sslmode=disable", "x"),
             "postgres://u:p@h/x?sslmode=disable"
         );
-        assert_eq!(replace_db_name("postgres://h:5432", "x"), "postgres://h:5432/x");
+        assert_eq!(
+            replace_db_name("postgres://h:5432", "x"),
+            "postgres://h:5432/x"
+        );
     }
 
     #[tokio::test]
