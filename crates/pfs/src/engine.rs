@@ -795,29 +795,28 @@ impl Engine {
         };
         profile.check(path)?;
         let size = bytes.len() as u64;
-        match path.area() {
-            Area::Content => {
-                if size > self.inner.cfg.limits.max_content_bytes {
-                    return Err(PfsError::PayloadTooLarge {
-                        what: path.to_string(),
-                        size,
-                        limit: self.inner.cfg.limits.max_content_bytes,
-                    });
-                }
-                if std::str::from_utf8(bytes).is_err() {
-                    return Err(PfsError::InvalidInput(format!(
-                        "content of {path} is not valid UTF-8 text; upload binary files as assets under static/"
-                    )));
-                }
+        if is_binary_file(path) {
+            // Assets under static/ and binary files co-located in a docs tree (docusaurus
+            // profile, e.g. content/…/img/x.png): bytes, with the asset limit.
+            if size > self.inner.cfg.limits.max_asset_bytes {
+                return Err(PfsError::PayloadTooLarge {
+                    what: path.to_string(),
+                    size,
+                    limit: self.inner.cfg.limits.max_asset_bytes,
+                });
             }
-            Area::Static => {
-                if size > self.inner.cfg.limits.max_asset_bytes {
-                    return Err(PfsError::PayloadTooLarge {
-                        what: path.to_string(),
-                        size,
-                        limit: self.inner.cfg.limits.max_asset_bytes,
-                    });
-                }
+        } else {
+            if size > self.inner.cfg.limits.max_content_bytes {
+                return Err(PfsError::PayloadTooLarge {
+                    what: path.to_string(),
+                    size,
+                    limit: self.inner.cfg.limits.max_content_bytes,
+                });
+            }
+            if std::str::from_utf8(bytes).is_err() {
+                return Err(PfsError::InvalidInput(format!(
+                    "content of {path} is not valid UTF-8 text; upload binary files as assets under static/"
+                )));
             }
         }
         Ok(current)
@@ -1013,10 +1012,11 @@ impl Engine {
         bytes: Bytes,
     ) -> Result<AssetOutcome> {
         let started = Instant::now();
-        if path.area() != Area::Static {
+        if !is_binary_file(path) {
             return Err(PfsError::invalid_path(
                 path.as_str(),
-                "assets live under static/{images|slides|videos|audio}/",
+                "assets live under static/{images|slides|videos|audio}/ (or, in a docusaurus book, \
+                 are binary files such as images next to the pages); write text with write_content",
             ));
         }
         if let Err(e) = self.check_write(book, path, &Namespace::Base, &bytes).await {
@@ -1501,6 +1501,24 @@ impl Engine {
     /// The canonical key of `path` in `ns` (same as [`BookPath::storage_key`]).
     pub fn storage_key(book: &BookId, path: &BookPath, ns: &Namespace) -> String {
         storage_key(book, ns, path.as_str())
+    }
+}
+
+/// Extensions of binary files admitted under `content/` (co-located images, media, downloads in
+/// a docs tree): stored as bytes with the asset size limit instead of as UTF-8 text.
+pub const BINARY_CONTENT_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "webp", "avif", "ico", "pdf", "mp4", "webm", "mov", "mp3", "wav",
+    "ogg", "zip",
+];
+
+/// Whether `path` holds bytes rather than UTF-8 text: everything under `static/`, and files with a
+/// [`BINARY_CONTENT_EXTENSIONS`] extension under `content/`.
+pub fn is_binary_file(path: &BookPath) -> bool {
+    match path.area() {
+        Area::Static => true,
+        Area::Content => path.file_name().rsplit_once('.').is_some_and(|(_, ext)| {
+            BINARY_CONTENT_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
+        }),
     }
 }
 

@@ -414,6 +414,31 @@ async fn schema_profiles_per_book() {
                 .code(),
             ErrorCode::SchemaViolation
         );
+        // Co-located binary files in a docs tree are stored as bytes.
+        let img = path("content/05-Part/17-Chapter/img/diagram.png");
+        let png = Bytes::from_static(&[0x89, b'P', b'N', b'G', 0xff, 0x00]);
+        let o = e.put_asset(&a, &docs, &img, png.clone()).await.unwrap();
+        assert_eq!(o.status, pfs::AssetStatus::Created);
+        assert_eq!(e.read(&docs, &img, None).await.unwrap().bytes, png);
+        assert_eq!(
+            e.read_text(&docs, &img, None).await.unwrap_err().code(),
+            ErrorCode::InvalidInput
+        );
+        // ... but not in a strict book, and text still goes through write.
+        assert_eq!(
+            e.put_asset(&a, &strict, &img, png.clone())
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::SchemaViolation
+        );
+        assert_eq!(
+            e.put_asset(&a, &docs, &readme, b("# x"))
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::InvalidPath
+        );
         // Switching the strict book to docusaurus admits the file.
         e.set_profile(&strict, Profile::Docusaurus).await.unwrap();
         e.write(&a, &strict, &readme, &Namespace::Base, b("# x"), None)
