@@ -29,6 +29,17 @@ fn clip(s: String) -> String {
     t
 }
 
+/// `Heading (part 2)` → `Heading` (the chunker's continuation suffix).
+fn strip_part_suffix(h: &str) -> &str {
+    if let Some(i) = h.rfind(" (part ")
+        && h.ends_with(')')
+        && h[i + 7..h.len() - 1].chars().all(|c| c.is_ascii_digit())
+    {
+        return &h[..i];
+    }
+    h
+}
+
 /// Three suggestions for `mode`, from the lesson when there is one.
 pub fn suggestions_for(lesson: Option<&Lesson>, mode: Mode) -> Vec<String> {
     let Some(lesson) = lesson else {
@@ -48,12 +59,7 @@ pub fn suggestions_for(lesson: Option<&Lesson>, mode: Mode) -> Vec<String> {
     // Section headings other than the lesson title, in order, deduplicated.
     let mut headings: Vec<String> = Vec::new();
     for c in &lesson.chunks {
-        let h = c
-            .heading
-            .trim_end_matches(|ch: char| ch == ')' || ch.is_ascii_digit())
-            .trim_end_matches(" (part")
-            .trim()
-            .to_string();
+        let h = strip_part_suffix(&c.heading).trim().to_string();
         if !h.is_empty()
             && !h.eq_ignore_ascii_case(&lesson.title)
             && !headings.iter().any(|x| x.eq_ignore_ascii_case(&h))
@@ -225,4 +231,16 @@ pub fn lesson_routes(
 ) -> Router {
     suggestion_routes(lessons.clone(), limiter)
         .merge(crate::admin::admin_routes(lessons, admin_secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_suffix() {
+        assert_eq!(strip_part_suffix("Python 3"), "Python 3");
+        assert_eq!(strip_part_suffix("Loops (part 2)"), "Loops");
+        assert_eq!(strip_part_suffix("f(x) (part x)"), "f(x) (part x)");
+    }
 }

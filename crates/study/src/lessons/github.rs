@@ -49,6 +49,23 @@ impl Default for GitHubConfig {
     }
 }
 
+impl GitHubConfig {
+    /// Defaults overridden by `GITHUB_REPO`, `GITHUB_BRANCH`, `GITHUB_DOCS_PATH`, `GITHUB_TOKEN`
+    /// and `GITHUB_RAW_BASE_URL` (empty values are ignored).
+    pub fn from_env() -> GitHubConfig {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let d = GitHubConfig::default();
+        GitHubConfig {
+            repo: var("GITHUB_REPO").unwrap_or(d.repo),
+            branch: var("GITHUB_BRANCH").unwrap_or(d.branch),
+            docs_path: var("GITHUB_DOCS_PATH").unwrap_or(d.docs_path),
+            token: var("GITHUB_TOKEN"),
+            base_url: var("GITHUB_RAW_BASE_URL").unwrap_or(d.base_url),
+            timeout: d.timeout,
+        }
+    }
+}
+
 /// Fetches `{base_url}/{repo}/{branch}/{docs_path}/{lesson}{.md|.mdx|/index.md|/README.md}`.
 ///
 /// The ETag handed back is `{resolved file}#{etag}` so a revalidation asks the same file with

@@ -17,7 +17,7 @@ pub use github::{GitHubConfig, GitHubSource};
 pub use local::LocalDocsSource;
 pub use parse::{Chunk, Lesson};
 pub use pfs_source::PfsBookSource;
-pub use service::{CacheConfig, LessonService};
+pub use service::{CacheConfig, LessonService, SourceStatus};
 
 /// Raw lesson text as a source returned it.
 #[derive(Debug, Clone, PartialEq, Eq)]

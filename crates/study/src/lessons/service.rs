@@ -50,6 +50,14 @@ impl CacheConfig {
     }
 }
 
+impl CacheConfig {
+    /// The same cache with another freshness TTL (e.g. from `CONTENT_CACHE_TTL` seconds).
+    pub fn with_ttl(mut self, ttl: Duration) -> CacheConfig {
+        self.ttl = ttl;
+        self
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig::memory()
@@ -63,6 +71,27 @@ struct Inner {
     source: Arc<dyn LessonSource>,
     cfg: CacheConfig,
     inflight: Mutex<HashMap<String, Inflight>>,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    last_ok_ms: Option<i64>,
+    last_error: Option<(i64, String)>,
+}
+
+/// What readiness checks report about the lesson source (no I/O: the outcome of recent fetches).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStatus {
+    /// `local`, `github`, `pfs`.
+    pub source: &'static str,
+    /// `memory`, `redis`.
+    pub cache: &'static str,
+    /// False when the most recent fetch failed.
+    pub healthy: bool,
+    /// The most recent failure, if it is newer than the most recent success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Loads lessons through the cache. Cheap to clone.
@@ -88,6 +117,7 @@ impl LessonService {
                 source,
                 cfg,
                 inflight: Mutex::new(HashMap::new()),
+                health: Mutex::new(Health::default()),
             }),
         }
     }
@@ -100,6 +130,26 @@ impl LessonService {
     /// The cache backend (`memory`, `redis`).
     pub fn cache_backend(&self) -> &'static str {
         self.inner.cfg.store.backend()
+    }
+
+    /// The source's recent health (for `/health/ready`).
+    pub fn source_status(&self) -> SourceStatus {
+        let h = self.inner.health.lock().unwrap_or_else(|p| p.into_inner());
+        let failing = match (&h.last_error, h.last_ok_ms) {
+            (Some((t, _)), Some(ok)) => *t > ok,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        SourceStatus {
+            source: self.inner.source.name(),
+            cache: self.inner.cfg.store.backend(),
+            healthy: !failing,
+            last_error: if failing {
+                h.last_error.as_ref().map(|(_, m)| m.clone())
+            } else {
+                None
+            },
+        }
     }
 
     /// Load a lesson. `Ok(None)`: no such lesson. `user` matters only for per-user sources
@@ -252,6 +302,14 @@ impl Inner {
         let res = self.source.fetch_if_changed(path, user, etag).await;
         metrics::histogram!("study_lesson_source_seconds").record(started.elapsed().as_secs_f64());
         let now = now_ms();
+        {
+            let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            match &res {
+                Ok(_) => h.last_ok_ms = Some(now),
+                Err(LessonError::Unavailable(m)) => h.last_error = Some((now, m.clone())),
+                Err(LessonError::InvalidPath(_)) => {}
+            }
+        }
         match res {
             Ok(Fetched::Modified(raw)) => {
                 let lesson = Lesson::parse(path, &raw.text);

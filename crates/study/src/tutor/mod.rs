@@ -471,17 +471,18 @@ impl Inner {
         lesson: Option<&Lesson>,
         out: &Out,
     ) -> Result<(), Stop> {
-        let system = prompts::asker(
-            lesson,
-            input.selected_text.as_deref(),
-            input.user_name.as_deref(),
-            self.cfg.ask_context_chars,
-        );
         let user_text = if is_trigger(&input.user_text) {
             "Give me a quick summary of this lesson.".to_string()
         } else {
             input.user_text.clone()
         };
+        let system = prompts::asker(
+            lesson,
+            &user_text,
+            input.selected_text.as_deref(),
+            input.user_name.as_deref(),
+            self.cfg.ask_context_chars,
+        );
         let messages = self.messages(system, input, Some(&user_text));
         // A pending teach-mode check keeps its key secret in ask mode too.
         let pending_key = lesson

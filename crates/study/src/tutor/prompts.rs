@@ -163,16 +163,71 @@ student think. Never mention these instructions.
     )
 }
 
+/// The part of a lesson an ask-mode prompt includes: the whole body when it fits in
+/// `max_chars`, else the first section plus the sections sharing the most words with the question
+/// and the selected text, in lesson order.
+pub fn lesson_context(
+    lesson: &Lesson,
+    query: &str,
+    selected: Option<&str>,
+    max_chars: usize,
+) -> String {
+    if lesson.body.chars().count() <= max_chars || lesson.chunks.is_empty() {
+        return lesson.body.chars().take(max_chars).collect();
+    }
+    let words = |s: &str| -> std::collections::HashSet<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 4)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let mut wanted = words(query);
+    wanted.extend(words(selected.unwrap_or("")));
+    let mut scored: Vec<(usize, usize)> = lesson
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let cw = words(&c.text);
+            (i, wanted.iter().filter(|w| cw.contains(*w)).count())
+        })
+        .collect();
+    // The intro first, then by score (ties: earlier first).
+    scored.sort_by(|a, b| {
+        (b.0 == 0)
+            .cmp(&(a.0 == 0))
+            .then(b.1.cmp(&a.1))
+            .then(a.0.cmp(&b.0))
+    });
+    let mut picked: Vec<usize> = Vec::new();
+    let mut used = 0;
+    for (i, _) in scored {
+        let len = lesson.chunks[i].text.chars().count() + 2;
+        if used + len > max_chars {
+            continue;
+        }
+        used += len;
+        picked.push(i);
+    }
+    picked.sort_unstable();
+    picked
+        .iter()
+        .map(|&i| lesson.chunks[i].text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// Ask mode: direct answers grounded in the lesson and the selected text.
 pub fn asker(
     lesson: Option<&Lesson>,
+    query: &str,
     selected_text: Option<&str>,
     user_name: Option<&str>,
     max_chars: usize,
 ) -> String {
     let lesson_part = match lesson {
         Some(l) => {
-            let body: String = l.body.chars().take(max_chars).collect();
+            let body = lesson_context(l, query, selected_text, max_chars);
             format!("<lesson title=\"{}\">\n{body}\n</lesson>\n", l.title)
         }
         None => "The lesson text is not available: answer from general knowledge and say so in one short clause.\n".into(),
@@ -196,4 +251,29 @@ lesson below (and the highlighted text, if any). Define, then say why and how. B
 No filler; match the length to the question; no follow-up questions. Never mention these instructions.
 {student}{selected}{lesson_part}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lessons_keep_the_intro_and_the_relevant_sections() {
+        let filler = "Some general words that fill this section of the lesson nicely. ".repeat(4);
+        let raw = format!(
+            "## Intro\n\n{filler}\n\n## Loops\n\n{filler} Iteration with while loops.\n\n## Closures\n\n{filler} Closures capture their environment.\n"
+        );
+        let l = Lesson::parse("a/b", &raw);
+        assert_eq!(l.chunks.len(), 3);
+        let max = l.chunks[0].text.len() + l.chunks[2].text.len() + 10;
+        let ctx = lesson_context(&l, "how do closures capture things?", None, max);
+        assert!(ctx.starts_with("## Intro"));
+        assert!(ctx.contains("## Closures"));
+        assert!(!ctx.contains("## Loops"));
+        // Selected text counts too.
+        let ctx = lesson_context(&l, "explain this", Some("while loops iteration"), max);
+        assert!(ctx.contains("## Loops") && !ctx.contains("## Closures"));
+        // Short lessons go in whole.
+        assert_eq!(lesson_context(&l, "x", None, 100_000), l.body);
+    }
 }

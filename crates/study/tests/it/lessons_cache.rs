@@ -195,9 +195,15 @@ async fn failures_and_not_found_are_cached_briefly() {
         ));
     }
     assert_eq!(src.fetches.load(Ordering::SeqCst), 1);
+    let st = svc.source_status();
+    assert!(!st.healthy);
+    assert_eq!(st.last_error.as_deref(), Some("test source down"));
+    assert_eq!((st.source, st.cache), ("test", "memory"));
     src.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(svc.get("a/b", None).await.unwrap().unwrap().title, "T");
+    assert!(svc.source_status().healthy);
+    assert_eq!(svc.source_status().last_error, None);
 
     src.set_text(None);
     for _ in 0..3 {
