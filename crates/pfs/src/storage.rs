@@ -430,7 +430,12 @@ impl Storage {
         let mut h = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let buf = chunk?;
+            let buf = match chunk {
+                Ok(b) => b,
+                // Readers open lazily: a missing object shows up at the first read.
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
             for b in buf {
                 size += b.len() as u64;
                 h.update(&b);

@@ -409,3 +409,76 @@ async fn background_reconciler_finishes_after_a_storage_outage() {
         assert_journal_equals_storage(&e).await;
     }
 }
+
+#[tokio::test]
+async fn fsck_detects_and_repairs_each_kind_of_drift() {
+    for t in engines_fs(EngineConfig::default()).await {
+        let e = &t.engine;
+        let a = actor("fsck-agent");
+        let bk = book("fsck-book");
+        let (p1, p2, p3) = (
+            path("content/01-a/01-b/01-one.md"),
+            path("content/01-a/01-b/02-two.md"),
+            path("content/01-a/01-b/03-three.md"),
+        );
+        let s = e.storage();
+        e.write(&a, &bk, &p1, &Namespace::Base, b("one"), None)
+            .await
+            .unwrap();
+        e.write(&a, &bk, &p2, &Namespace::Base, b("two"), None)
+            .await
+            .unwrap();
+        e.write(&a, &bk, &p3, &Namespace::Base, b("three"), None)
+            .await
+            .unwrap();
+        let k = |p: &pfs::BookPath| format!("books/fsck-book/{p}");
+        // Canonical object overwritten behind our back; blob of p2 lost; both copies of p3 lost.
+        s.put(&k(&p1), b("tampered")).await.unwrap();
+        s.delete(&pfs::storage::blob_key(&sha(b"two")))
+            .await
+            .unwrap();
+        s.delete(&pfs::storage::blob_key(&sha(b"three")))
+            .await
+            .unwrap();
+        s.delete(&k(&p3)).await.unwrap();
+        s.put("books/fsck-book/users/eve/content/x.md", b("stray"))
+            .await
+            .unwrap();
+
+        let rep = e.fsck(false).await.unwrap();
+        assert_eq!(rep.journal_rows, 3);
+        assert_eq!(rep.canonical_mismatch, 1);
+        assert_eq!(rep.blobs_missing, 2);
+        assert_eq!(rep.unrepairable, 1);
+        assert_eq!(rep.orphans, 1);
+        assert!(rep.issues.iter().all(|i| !i.repaired));
+        // Nothing changed without repair.
+        assert_eq!(s.get(&k(&p1)).await.unwrap(), b("tampered"));
+
+        let rep = e.fsck(true).await.unwrap();
+        assert_eq!(rep.repaired, 3, "{rep:#?}");
+        assert!(!rep.clean());
+        assert_eq!(s.get(&k(&p1)).await.unwrap(), b("one"));
+        assert_eq!(e.read(&bk, &p2, None).await.unwrap().bytes, b("two"));
+        assert!(
+            s.get_opt("books/fsck-book/users/eve/content/x.md")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Only the unrepairable row remains; the report says which file to restore.
+        let rep = e.fsck(false).await.unwrap();
+        assert_eq!(
+            (rep.blobs_missing, rep.unrepairable, rep.orphans),
+            (1, 1, 0),
+            "{rep:#?}"
+        );
+        assert!(
+            rep.issues
+                .iter()
+                .all(|i| i.path.as_deref() == Some(p3.as_str()))
+        );
+        assert!(rep.issues.iter().any(|i| i.kind == "unrepairable"));
+        serde_json::to_string(&rep).unwrap();
+    }
+}
