@@ -129,6 +129,23 @@ impl TeachState {
     }
 }
 
+/// Key of the persisted state remembering the last teach turn (for retries).
+pub const TURN_KEY: &str = "teach_turn";
+
+/// Identifies a turn by what the tutor was given: the history (length and last message) and the
+/// new message. A ChatKit retry replays exactly that; any later turn has a longer history.
+pub fn turn_fingerprint(input: &TurnInput) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(input.history.len().to_le_bytes());
+    if let Some(last) = input.history.last() {
+        h.update(last.text.as_bytes());
+    }
+    h.update([0u8]);
+    h.update(input.user_text.as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
 /// True for the messages that start or resume teaching: empty/whitespace/zero-width, `👋`,
 /// `Teach me`, `Teach me!`, or anything containing `__START_TEACHING__`.
 pub fn is_trigger(text: &str) -> bool {
@@ -501,7 +518,17 @@ impl Inner {
         lesson: &Arc<Lesson>,
         out: &Out,
     ) -> Result<(), Stop> {
-        let mut st = TeachState::load(&input.state, &lesson.path, lesson.chunks.len());
+        // A retry of the last turn (same history, same message) starts again from the state that
+        // turn started from, so retrying never advances progress twice.
+        let fp = turn_fingerprint(input);
+        let base = match input.state.get(TURN_KEY) {
+            Some(t) if t.get("fingerprint").and_then(Value::as_str) == Some(fp.as_str()) => {
+                serde_json::json!({ "teach": t.get("before").cloned().unwrap_or(Value::Null) })
+            }
+            _ => input.state.clone(),
+        };
+        let mut st = TeachState::load(&base, &lesson.path, lesson.chunks.len());
+        let before = st.clone();
         let trigger = is_trigger(&input.user_text);
         let last = lesson.chunks.len() - 1;
         let old_check = st.check.clone();
@@ -646,7 +673,14 @@ impl Inner {
         }
         st.total_chunks = lesson.chunks.len();
         st.lesson_path = Some(lesson.path.clone());
-        out.send(TutorEvent::State(st.store(&input.state))).await
+        let mut state = st.store(&input.state);
+        if let Some(obj) = state.as_object_mut() {
+            obj.insert(
+                TURN_KEY.into(),
+                serde_json::json!({ "fingerprint": fp, "before": before }),
+            );
+        }
+        out.send(TutorEvent::State(state)).await
     }
 
     async fn judge(

@@ -128,6 +128,47 @@ async fn chatkit_teach_session_never_leaks_the_key() {
         assert_clean(&raw, &[KEY1, KEY2]);
         assert!(assistant_text(&raw).ends_with("What does borrowing give you?"));
 
+        // Retrying that turn (ChatKit "retry") re-judges the same answer against the same
+        // question: still section 2, never section 3.
+        let (_, raw_items) = srv
+            .post(&json!({"type":"items.list","params":{"thread_id":thread_id,"limit":100,"order":"asc"}}))
+            .await;
+        let items: Value = serde_json::from_str(&raw_items).unwrap();
+        let answer_item = items["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|i| i["type"] == "user_message" && i["content"][0]["text"] == "exactly one")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        push_verdict(&llm, "correct", "");
+        push_check(&llm, "What does borrowing give you?", KEY2);
+        push_teach(&llm, &["Correct! ", "Borrowing now."]);
+        let n = llm.request_count();
+        let (status, raw) = srv
+            .post(&json!({"type":"threads.retry_after_item","params":{"thread_id":thread_id,"item_id":answer_item}}))
+            .await;
+        assert_eq!(status, 200, "{raw}");
+        assert_clean(&raw, &[KEY1, KEY2]);
+        let judge = llm.requests()[n..]
+            .iter()
+            .find(|r| {
+                r["messages"][0]["content"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("ROLE: answer judge.")
+            })
+            .cloned()
+            .unwrap();
+        assert!(
+            judge["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Who owns a value?")
+        );
+
         // Resuming the thread continues at section 2 (state persisted by the protocol layer).
         push_teach(&llm, &["Welcome back."]);
         let n = llm.request_count();

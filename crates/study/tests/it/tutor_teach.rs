@@ -304,6 +304,29 @@ async fn teach_walks_the_lesson_with_server_side_checks() {
     assert!(system_of(&gen_req).contains("Who owns a value?"));
     assert!(system_of(&gen_req).contains("## Borrowing"));
 
+    // A retry of turn 3 (same history and message, latest state) judges the same answer against
+    // the same question again: progress does not advance twice.
+    push_verdict(llm, "correct", "");
+    push_check(llm, "What does borrowing give you (retry)?", KEY2);
+    push_teach(llm, &["Correct! ", "Now: borrowing (again)."]);
+    let n_before = llm.request_count();
+    let t3r = turn(&e.tutor, input("Just one owner.", s3.clone(), h3.clone())).await;
+    let judge = llm.requests()[n_before..]
+        .iter()
+        .find(|r| system_of(r).starts_with(JUDGE))
+        .cloned()
+        .unwrap();
+    assert!(system_of(&judge).contains("Who owns a value?"));
+    let s3r = t3r.teach();
+    assert_eq!(s3r["chunk"], 1);
+    assert_eq!(s3r["correct"], 1);
+    assert_eq!(
+        s3r["asked"],
+        json!(["Who owns a value?", "What does borrowing give you (retry)?"])
+    );
+    let s3 = t3r.state().unwrap();
+    assert_eq!(s3["teach_turn"]["before"]["chunk"], 0);
+
     // Resume: a trigger with the persisted state continues at chunk 1 and re-asks its question
     // (no new check, no judge).
     push_teach(llm, &["Welcome back! We were on borrowing."]);
@@ -311,19 +334,21 @@ async fn teach_walks_the_lesson_with_server_side_checks() {
     let t4 = turn(&e.tutor, input("Teach me", s3.clone(), h3.clone())).await;
     assert!(
         t4.text()
-            .ends_with("**Back to the question:** What does borrowing give you?")
+            .ends_with("**Back to the question:** What does borrowing give you (retry)?")
     );
     t4.assert_no_leak(&[KEY1, KEY2]);
     let reqs = llm.requests()[n_before..].to_vec();
     assert_eq!(reqs.len(), 1);
     assert!(system_of(&reqs[0]).contains("Section 2 of 3"));
-    assert_eq!(t4.state().unwrap(), s3);
+    assert_eq!(t4.teach(), s3["teach"]);
 
     // The student types the key itself: accepted without asking the judge.
     push_check(llm, "Why do lifetimes exist?", KEY3);
     push_teach(llm, &["Correct! ", "Lifetimes next."]);
     let n_before = llm.request_count();
-    let t5 = turn(&e.tutor, input(&KEY2.to_uppercase(), s3, h3.clone())).await;
+    let mut h5 = h3.clone();
+    h5.extend(hist(&[("Just one owner.", &t3r.text())]));
+    let t5 = turn(&e.tutor, input(&KEY2.to_uppercase(), s3, h5.clone())).await;
     assert!(
         !llm.requests()[n_before..]
             .iter()
@@ -335,7 +360,8 @@ async fn teach_walks_the_lesson_with_server_side_checks() {
     // Last chunk answered correctly: the lesson is complete, no further check.
     push_verdict(llm, "correct", "");
     push_teach(llm, &["Correct! You finished. ", "- a\n- b\n- c"]);
-    let t6 = turn(&e.tutor, input("so refs never dangle", s5, h3.clone())).await;
+    h5.extend(hist(&[(&KEY2.to_uppercase(), &t5.text())]));
+    let t6 = turn(&e.tutor, input("so refs never dangle", s5, h5)).await;
     assert!(!t6.text().contains("Check your understanding"));
     let s6 = t6.teach();
     assert_eq!(s6["phase"], "complete");
@@ -400,7 +426,7 @@ async fn a_question_instead_of_an_answer_is_answered_and_the_check_reasked() {
             .ends_with("**Back to the question:** Who owns a value?")
     );
     assert_eq!(t.teach()["check"]["attempts"], 0);
-    assert_eq!(t.state().unwrap(), s1);
+    assert_eq!(t.teach(), s1["teach"]);
 }
 
 #[tokio::test]
