@@ -445,14 +445,13 @@ async fn chatkit_run(
     let errs = first_errors.lock().map(|v| v.clone()).unwrap_or_default();
     let mut human = vec![
         format!(
-            "{} streams over {} ({} client connection(s)), ramp {}/s: {open_together} open at the same time after {ramp_secs:.1} s, {ok} completed, {errors} errors",
+            "{} streams over {}, ramp {}/s: {open_together} open at the same time after {ramp_secs:.1} s, {ok} completed, {errors} errors",
             o.streams,
             if o.h2c {
-                "HTTP/2 cleartext"
+                format!("HTTP/2 cleartext ({conns} client connections)")
             } else {
-                "HTTP/1.1"
+                "HTTP/1.1 (one connection per stream)".to_string()
             },
-            conns,
             o.ramp_per_sec
         ),
         format!(

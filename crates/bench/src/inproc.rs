@@ -24,8 +24,71 @@ pub struct RateLimitOpts {
     pub attempts_per_key: u64,
 }
 
-/// `ratelimit`: `replicas` RedisLimiter instances (separate connections, one Redis) hammered by
-/// `tasks` tasks on `keys` keys; every key must allow exactly `limit` requests.
+struct RlPhase {
+    samples: Samples,
+    allowed: Vec<u64>,
+    failed_open: u64,
+    secs: f64,
+}
+
+/// `tasks` tasks spread over `limiters`, `attempts_per_key` checks on each of `keys` keys named
+/// `{tag}{k}`.
+async fn rl_phase(
+    limiters: &[Arc<RedisLimiter>],
+    tasks: usize,
+    keys: usize,
+    attempts_per_key: u64,
+    tag: &str,
+) -> anyhow::Result<RlPhase> {
+    let total = attempts_per_key * keys as u64;
+    let per_task = total.div_ceil(tasks.max(1) as u64);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks.max(1) {
+        let l = limiters[t % limiters.len()].clone();
+        let first = t as u64 * per_task;
+        let last = (first + per_task).min(total);
+        let tag = tag.to_string();
+        handles.push(tokio::spawn(async move {
+            let mut s = Samples::with_capacity(last.saturating_sub(first) as usize);
+            let mut allowed = vec![0u64; keys];
+            let mut failed_open = 0u64;
+            for i in first..last {
+                let k = (i % keys as u64) as usize;
+                let key = format!("{tag}{k}");
+                let t = Instant::now();
+                let d = l.check(&key).await;
+                s.push(t.elapsed());
+                if d.failed_open {
+                    failed_open += 1;
+                } else if d.allowed {
+                    allowed[k] += 1;
+                }
+            }
+            (s, allowed, failed_open)
+        }));
+    }
+    let mut out = RlPhase {
+        samples: Samples::default(),
+        allowed: vec![0u64; keys],
+        failed_open: 0,
+        secs: 0.0,
+    };
+    for h in handles {
+        let (s, a, f) = h.await.context("a limiter task panicked")?;
+        out.samples.extend(s);
+        for (acc, v) in out.allowed.iter_mut().zip(a) {
+            *acc += v;
+        }
+        out.failed_open += f;
+    }
+    out.secs = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// `ratelimit`: `replicas` RedisLimiter instances (separate connections, one Redis). Phase 1:
+/// one task per replica (decision latency without client-side queueing); phase 2: `tasks` tasks
+/// (latency under load). In both, every key must allow exactly `limit` requests.
 pub async fn ratelimit(o: &RateLimitOpts) -> anyhow::Result<()> {
     if o.attempts_per_key <= o.limit {
         bail!("--attempts-per-key must exceed --limit so the limit is reached");
@@ -47,80 +110,64 @@ pub async fn ratelimit(o: &RateLimitOpts) -> anyhow::Result<()> {
             l.check("warmup").await;
         }
     }
-    let total = o.attempts_per_key * o.keys as u64;
-    let per_task = total.div_ceil(o.tasks as u64);
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..o.tasks {
-        let l = limiters[t % limiters.len()].clone();
-        let keys = o.keys;
-        let first = t as u64 * per_task;
-        let last = (first + per_task).min(total);
-        handles.push(tokio::spawn(async move {
-            let mut s = Samples::with_capacity((last - first) as usize);
-            let mut allowed = vec![0u64; keys];
-            let mut failed_open = 0u64;
-            for i in first..last {
-                let k = (i % keys as u64) as usize;
-                let t = Instant::now();
-                let d = l.check(&format!("k{k}")).await;
-                s.push(t.elapsed());
-                if d.failed_open {
-                    failed_open += 1;
-                } else if d.allowed {
-                    allowed[k] += 1;
-                }
-            }
-            (s, allowed, failed_open)
-        }));
-    }
-    let mut samples = Samples::default();
-    let mut allowed = vec![0u64; o.keys];
-    let mut failed_open = 0u64;
-    for h in handles {
-        let (s, a, f) = h.await.context("a limiter task panicked")?;
-        samples.extend(s);
-        for (acc, v) in allowed.iter_mut().zip(a) {
-            *acc += v;
-        }
-        failed_open += f;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let sum = samples.summary();
-    let exact_keys = allowed.iter().filter(|&&a| a == o.limit).count();
-    let human = vec![
-        format!(
-            "{} limiters on one Redis, {} tasks, {} keys x {} attempts (limit {} per key): {} decisions in {secs:.2} s = {:.0}/s",
-            limiters.len(),
-            o.tasks,
+    let mut human = vec![format!(
+        "{} limiters (one connection each) on one Redis, {} keys x {} attempts per phase, limit {} per key",
+        limiters.len(),
+        o.keys,
+        o.attempts_per_key,
+        o.limit
+    )];
+    let mut result = json!({
+        "replicas": limiters.len(), "keys": o.keys, "limit": o.limit,
+        "attempts_per_key": o.attempts_per_key,
+    });
+    let mut checks = Vec::new();
+    for (name, tasks) in [("light", limiters.len()), ("loaded", o.tasks)] {
+        let mut p = rl_phase(
+            &limiters,
+            tasks,
             o.keys,
             o.attempts_per_key,
-            o.limit,
+            &format!("{name}:"),
+        )
+        .await?;
+        let sum = p.samples.summary();
+        let exact = p.allowed.iter().filter(|&&a| a == o.limit).count();
+        let rate = sum.count as f64 / p.secs;
+        human.push(format!(
+            "{name}: {tasks} tasks, {} decisions in {:.2} s = {rate:.0}/s; latency {}",
             sum.count,
-            sum.count as f64 / secs
-        ),
-        format!("decision latency: {}", sum.human()),
-        format!(
-            "allowed per key: {:?} (exact on {exact_keys}/{} keys), failed open: {failed_open}",
-            allowed, o.keys
-        ),
-    ];
-    let result = json!({
-        "replicas": limiters.len(), "tasks": o.tasks, "keys": o.keys, "limit": o.limit,
-        "attempts_per_key": o.attempts_per_key, "decisions": sum.count,
-        "decisions_per_sec": round1(sum.count as f64 / secs), "latency": sum.json(),
-        "allowed_per_key": allowed, "exact_keys": exact_keys, "failed_open": failed_open,
-    });
-    let checks = vec![
-        check("decision p99 ms", sum.p99_ms, "<=", 1.0),
-        check(
-            "keys with allowed == limit",
-            exact_keys as f64,
+            p.secs,
+            sum.human()
+        ));
+        human.push(format!(
+            "{name}: allowed per key {:?} (exact on {exact}/{} keys), failed open {}",
+            p.allowed, o.keys, p.failed_open
+        ));
+        result[name] = json!({
+            "tasks": tasks, "decisions": sum.count, "decisions_per_sec": round1(rate),
+            "latency": sum.json(), "allowed_per_key": p.allowed, "exact_keys": exact,
+            "failed_open": p.failed_open,
+        });
+        checks.push(check(
+            &format!("{name}: decision p99 ms"),
+            sum.p99_ms,
+            "<=",
+            1.0,
+        ));
+        checks.push(check(
+            &format!("{name}: keys with allowed == limit"),
+            exact as f64,
             ">=",
             o.keys as f64,
-        ),
-        check("failed-open decisions", failed_open as f64, "<=", 0.0),
-    ];
+        ));
+        checks.push(check(
+            &format!("{name}: failed-open decisions"),
+            p.failed_open as f64,
+            "<=",
+            0.0,
+        ));
+    }
     report("ratelimit", result, &human, checks);
     Ok(())
 }

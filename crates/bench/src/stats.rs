@@ -126,10 +126,12 @@ pub fn check(name: &str, value: f64, op: &str, target: f64) -> Value {
 /// Print the human summary lines, the PASS/FAIL lines of `checks` and then the one-line JSON
 /// result (`{"bench": name, ..., "checks": [...], "pass": bool}`) as the last line of stdout.
 pub fn report(name: &str, mut result: Value, human: &[String], checks: Vec<Value>) {
+    let load = loadavg();
     println!("== {name}");
     for line in human {
         println!("   {line}");
     }
+    println!("   machine load average (1/5/15 min) at the end: {load}");
     let all = checks.iter().all(|c| c["pass"].as_bool().unwrap_or(false));
     for c in &checks {
         let ok = c["pass"].as_bool().unwrap_or(false);
@@ -143,10 +145,18 @@ pub fn report(name: &str, mut result: Value, human: &[String], checks: Vec<Value
     }
     if let Value::Object(m) = &mut result {
         m.insert("bench".into(), json!(name));
+        m.insert("loadavg".into(), json!(load));
         m.insert("checks".into(), Value::Array(checks));
         m.insert("pass".into(), json!(all));
     }
     println!("{result}");
+}
+
+/// `/proc/loadavg`'s first three fields (other processes on the machine share its cores).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
