@@ -314,6 +314,24 @@ impl LlmClient {
         loop {
             let (err, hint) = match self.send(&body).await {
                 Err(e) => e,
+                Ok(resp) if is_json(&resp) => {
+                    // A server that ignores `stream: true` and answers one JSON completion.
+                    match tokio::time::timeout(self.cfg.first_token_timeout, resp.json::<Value>())
+                        .await
+                    {
+                        Err(_) => (LlmError::Timeout(TimeoutKind::FirstToken), None),
+                        Ok(Err(e)) => (LlmError::Transport(e.to_string()), None),
+                        Ok(Ok(v)) => match completion_text(&v) {
+                            Ok(text) if text.is_empty() => {
+                                return Ok(futures::stream::empty().boxed());
+                            }
+                            Ok(text) => {
+                                return Ok(futures::stream::once(async move { Ok(text) }).boxed());
+                            }
+                            Err(e) => (e, None),
+                        },
+                    }
+                }
                 Ok(resp) => {
                     let mut sse =
                         SseDeltas::new(Box::pin(resp.bytes_stream()), self.cfg.idle_timeout);
@@ -367,21 +385,10 @@ impl LlmClient {
                     {
                         Err(_) => (LlmError::Timeout(TimeoutKind::FirstToken), None),
                         Ok(Err(e)) => (LlmError::Transport(e.to_string()), None),
-                        Ok(Ok(v)) => {
-                            if let Some(msg) = v.pointer("/error/message").and_then(Value::as_str) {
-                                (LlmError::Api(msg.to_string()), None)
-                            } else {
-                                return v
-                                    .pointer("/choices/0/message/content")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string)
-                                    .ok_or_else(|| {
-                                        LlmError::Protocol(
-                                            "no choices[0].message.content in the answer".into(),
-                                        )
-                                    });
-                            }
-                        }
+                        Ok(Ok(v)) => match completion_text(&v) {
+                            Ok(text) => return Ok(text),
+                            Err(e) => (e, None),
+                        },
                     }
                 }
             };
@@ -395,6 +402,24 @@ impl LlmClient {
             attempt += 1;
         }
     }
+}
+
+fn is_json(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+/// The content of a non-streamed completion (or the provider's error).
+fn completion_text(v: &Value) -> Result<String, LlmError> {
+    if let Some(msg) = v.pointer("/error/message").and_then(Value::as_str) {
+        return Err(LlmError::Api(msg.to_string()));
+    }
+    v.pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| LlmError::Protocol("no choices[0].message.content in the answer".into()))
 }
 
 /// `Retry-After` (seconds or HTTP date) or OpenAI's `retry-after-ms`.

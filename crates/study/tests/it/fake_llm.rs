@@ -58,6 +58,9 @@ pub enum Step {
         deltas: Vec<String>,
         stall: Duration,
     },
+    /// Answer one non-streamed `chat.completion` JSON even when a stream was requested
+    /// (servers that ignore `stream: true`).
+    JsonReply(String),
 }
 
 impl Step {
@@ -99,6 +102,7 @@ impl Step {
             | Step::ErrorMidStream { deltas: d, .. }
             | Step::DisconnectMidStream { deltas: d }
             | Step::Stall { deltas: d, .. } => d.concat(),
+            Step::JsonReply(t) => t.clone(),
             Step::Http { .. } => String::new(),
         }
     }
@@ -279,9 +283,9 @@ async fn handle(
         return resp;
     }
 
-    if !is_streamed(&body) {
+    if !is_streamed(&body) || matches!(step, Step::JsonReply(_)) {
         return match step {
-            Step::Reply(_) | Step::Slow { .. } | Step::Stall { .. } => {
+            Step::Reply(_) | Step::Slow { .. } | Step::Stall { .. } | Step::JsonReply(_) => {
                 if let Step::Stall { stall, .. } = &step {
                     tokio::time::sleep(*stall).await;
                 }
@@ -322,7 +326,7 @@ async fn handle(
             | Step::ErrorMidStream { deltas: d, .. }
             | Step::DisconnectMidStream { deltas: d }
             | Step::Stall { deltas: d, .. } => (d.clone(), None),
-            Step::Http { .. } => (Vec::new(), None),
+            Step::Http { .. } | Step::JsonReply(_) => (Vec::new(), None),
         };
         for d in deltas {
             if let Some(p) = per_delta {

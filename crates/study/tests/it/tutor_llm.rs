@@ -228,3 +228,12 @@ async fn complete_returns_the_whole_answer() {
     assert_eq!(text, "{\"a\": 1}");
     assert_eq!(llm.requests()[1]["stream"], false);
 }
+
+#[tokio::test]
+async fn a_json_answer_to_a_stream_request_is_one_delta() {
+    let llm = fake_llm::start(vec![Step::JsonReply(" whole answer ".into())]).await;
+    let c = client(&llm.base_url);
+    let (got, err) = collect(&c).await.unwrap();
+    assert!(err.is_none());
+    assert_eq!(got, vec![" whole answer "]);
+}
