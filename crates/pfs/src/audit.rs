@@ -10,12 +10,20 @@
 //!   nothing, so they record `prev_hash == new_hash ==` the current sha256 (NULL when absent); the
 //!   same equation therefore holds for every row, successful or not, and verification needs no
 //!   special case. Rows are written inside the transaction of the journal change, after taking the
-//!   `audit_head` lock, so `seq` order equals commit order and the chain holds under concurrency.
-//! * **the global row chain** (tamper evidence): `row_hash = sha256(json([seq, ts, agent_id,
-//!   operation, book_id, path, user_id, prev_hash, new_hash, status, error_message,
-//!   execution_time_ms, prev_row_hash]))` and `prev_row_hash` is the previous row's `row_hash`
-//!   ([`GENESIS_HASH`] for seq 1). `audit_head` holds the last seq and row hash, so truncating the
-//!   tail is detected as well as editing or deleting any row.
+//!   file's `audit_head` shard lock, so `seq` order equals commit order for every file and the
+//!   chain holds under concurrency.
+//! * **the row chains** (tamper evidence): the log is split into [`AUDIT_SHARDS`] chains by a
+//!   hash of (book, path, user) ([`shard_of`]), so all rows of one file are in one chain. Each row
+//!   has `row_hash = sha256(json([seq, shard, ts, agent_id, operation, book_id, path, user_id,
+//!   prev_hash, new_hash, status, error_message, execution_time_ms, prev_row_hash]))` and
+//!   `prev_row_hash` = the previous row's `row_hash` in its shard ([`GENESIS_HASH`] for the
+//!   first). `audit_head` holds each shard's row count and last row hash, so editing, deleting or
+//!   truncating rows is detected. Appending takes the shard's head row lock (PostgreSQL
+//!   `UPDATE … RETURNING`; SQLite's write transaction is exclusive anyway) until commit, which
+//!   serialises each chain in commit order while writers of different shards commit in parallel
+//!   (one global chain would cap PostgreSQL at one commit fsync at a time). `seq` is global and
+//!   unique (a PostgreSQL sequence drawn after the shard lock, so it increases along each chain;
+//!   `MAX(seq) + 1` on SQLite), for ordering and pagination.
 //!
 //! Other events (e.g. reads, archives) can be recorded with [`AuditLog::record`]; they carry no
 //! hashes and are not part of any per-file chain.
@@ -32,7 +40,23 @@ use crate::engine::Actor;
 use crate::error::{PfsError, Result};
 use platform::db::Db;
 
-/// `prev_row_hash` of the first row.
+/// Number of independent row chains (see the module docs). Changing it needs a migration.
+pub const AUDIT_SHARDS: i64 = 64;
+
+/// The row chain of a (book, path, user) key.
+pub fn shard_of(book_id: &str, path: &str, user_id: &str) -> i64 {
+    let mut h = Sha256::new();
+    for part in [book_id, path, user_id] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    (u64::from_be_bytes(first) % AUDIT_SHARDS as u64) as i64
+}
+
+/// `prev_row_hash` of the first row of each chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Operation names of file mutations (the rows that form per-file chains).
@@ -72,6 +96,8 @@ pub(crate) struct NewAuditRow<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRow {
     pub seq: i64,
+    /// The row chain this row belongs to.
+    pub shard: i64,
     pub ts: DateTime<Utc>,
     pub agent_id: String,
     pub operation: String,
@@ -91,6 +117,7 @@ pub struct AuditRow {
 #[allow(clippy::too_many_arguments)]
 fn compute_row_hash(
     seq: i64,
+    shard: i64,
     ts_micros: i64,
     agent_id: &str,
     operation: &str,
@@ -106,6 +133,7 @@ fn compute_row_hash(
 ) -> String {
     let v = serde_json::json!([
         seq,
+        shard,
         ts_micros,
         agent_id,
         operation,
@@ -126,6 +154,7 @@ impl AuditRow {
     fn expected_row_hash(&self) -> String {
         compute_row_hash(
             self.seq,
+            self.shard,
             to_micros(self.ts),
             &self.agent_id,
             &self.operation,
@@ -142,21 +171,27 @@ impl AuditRow {
     }
 }
 
-/// Append one row inside the caller's transaction. Takes the `audit_head` row lock first (on
-/// PostgreSQL `UPDATE … RETURNING` locks it until commit; SQLite's write transaction is already
-/// exclusive), so concurrent appends serialise and seq order equals commit order. Returns the seq.
-pub(crate) async fn append_in_tx(conn: &mut AnyConnection, row: &NewAuditRow<'_>) -> Result<i64> {
-    let head =
-        sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, row_hash")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_err("advance audit head"))?;
-    let seq: i64 = head.try_get("seq").map_err(db_err("audit head seq"))?;
+/// Take the shard lock of `row`'s key: `(shard, prev_row_hash)`.
+async fn lock_shard(conn: &mut AnyConnection, row: &NewAuditRow<'_>) -> Result<(i64, String)> {
+    let shard = shard_of(row.book_id, row.path, row.user_id);
+    let head = sqlx::query(
+        "UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $1 RETURNING row_hash",
+    )
+    .bind(shard)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err("advance audit head"))?;
     let prev_row_hash: String = head
         .try_get("row_hash")
         .map_err(db_err("audit head hash"))?;
-    append_at(conn, row, seq, &prev_row_hash).await?;
-    Ok(seq)
+    Ok((shard, prev_row_hash))
+}
+
+/// Append one row inside the caller's transaction (after the journal change). Takes the row's
+/// shard lock first, so rows of one file are appended in commit order. Returns the seq.
+pub(crate) async fn append_in_tx(conn: &mut AnyConnection, row: &NewAuditRow<'_>) -> Result<i64> {
+    let (shard, prev_row_hash) = lock_shard(conn, row).await?;
+    append_at(conn, row, shard, &prev_row_hash).await
 }
 
 /// For transactions that only record a failed (no-change) operation: on PostgreSQL commit
@@ -183,15 +218,7 @@ pub(crate) async fn append_failure_in_tx(
     conn: &mut AnyConnection,
     mut row: NewAuditRow<'_>,
 ) -> Result<i64> {
-    let head =
-        sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, row_hash")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_err("advance audit head"))?;
-    let seq: i64 = head.try_get("seq").map_err(db_err("audit head seq"))?;
-    let prev_row_hash: String = head
-        .try_get("row_hash")
-        .map_err(db_err("audit head hash"))?;
+    let (shard, prev_row_hash) = lock_shard(conn, &row).await?;
     let current: Option<String> = sqlx::query_scalar(
         "SELECT sha256 FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3",
     )
@@ -203,19 +230,28 @@ pub(crate) async fn append_failure_in_tx(
     .map_err(db_err("read current hash for audit"))?;
     row.prev_hash = current.as_deref();
     row.new_hash = current.as_deref();
-    append_at(conn, &row, seq, &prev_row_hash).await?;
-    Ok(seq)
+    append_at(conn, &row, shard, &prev_row_hash).await
 }
 
 async fn append_at(
     conn: &mut AnyConnection,
     row: &NewAuditRow<'_>,
-    seq: i64,
+    shard: i64,
     prev_row_hash: &str,
-) -> Result<()> {
+) -> Result<i64> {
+    // Drawn after the shard lock, so seq increases along every chain.
+    let seq: i64 = if conn.backend_name() == "PostgreSQL" {
+        sqlx::query_scalar("SELECT nextval('audit_log_seq')")
+    } else {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log")
+    }
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err("allocate audit seq"))?;
     let ts = now_micros();
     let row_hash = compute_row_hash(
         seq,
+        shard,
         ts,
         row.agent_id,
         row.operation,
@@ -230,11 +266,12 @@ async fn append_at(
         prev_row_hash,
     );
     sqlx::query(
-        "INSERT INTO audit_log (seq, ts, agent_id, operation, book_id, path, user_id, prev_hash, new_hash, \
-         status, error_message, execution_time_ms, row_hash, prev_row_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, \
+         new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(seq)
+    .bind(shard)
     .bind(ts)
     .bind(row.agent_id)
     .bind(row.operation)
@@ -251,12 +288,13 @@ async fn append_at(
     .execute(&mut *conn)
     .await
     .map_err(db_err("insert audit row"))?;
-    sqlx::query("UPDATE audit_head SET row_hash = $1 WHERE id = 1")
+    sqlx::query("UPDATE audit_head SET row_hash = $1 WHERE shard = $2")
         .bind(&row_hash)
+        .bind(shard)
         .execute(&mut *conn)
         .await
         .map_err(db_err("update audit head"))?;
-    Ok(())
+    Ok(seq)
 }
 
 /// Filters for [`AuditLog::query`]. Every field is optional; results are newest first.
@@ -293,7 +331,7 @@ pub struct AuditPage {
 pub struct ChainBreak {
     /// The row where the break shows (0 for head/summary problems).
     pub seq: i64,
-    /// `row_hash`, `row_link`, `seq_gap`, `file_chain`, `head`.
+    /// `row_hash`, `row_link`, `shard`, `file_chain`, `head`.
     pub kind: String,
     pub detail: String,
 }
@@ -303,7 +341,7 @@ pub struct ChainBreak {
 pub struct ChainReport {
     pub valid: bool,
     pub rows_checked: u64,
-    /// The head's last seq (global verification only).
+    /// Total rows according to the chain heads (global verification only).
     pub head_seq: Option<i64>,
     pub breaks: Vec<ChainBreak>,
 }
@@ -327,13 +365,14 @@ pub fn glob_to_like(glob: &str) -> String {
     out
 }
 
-const SELECT_ROW: &str = "SELECT seq, ts, agent_id, operation, book_id, path, user_id, prev_hash, new_hash, status, \
+const SELECT_ROW: &str = "SELECT seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, new_hash, status, \
      error_message, execution_time_ms, row_hash, prev_row_hash FROM audit_log";
 
 fn decode_row(r: &sqlx::any::AnyRow) -> Result<AuditRow> {
     let g = db_err("decode audit row");
     Ok(AuditRow {
         seq: r.try_get("seq").map_err(&g)?,
+        shard: r.try_get("shard").map_err(&g)?,
         ts: from_micros(r.try_get("ts").map_err(&g)?),
         agent_id: r.try_get("agent_id").map_err(&g)?,
         operation: r.try_get("operation").map_err(&g)?,
@@ -478,15 +517,16 @@ impl AuditLog {
     }
 
     /// Verify the chains. With `filter = Some((book, path, user))` only that file's rows are
-    /// checked (their row hashes and the per-file chain); with `None` every row is checked: row
-    /// hashes, the global link `prev_row_hash == previous row_hash`, contiguous seqs from 1, the
-    /// head, and every per-file chain.
+    /// checked (their row hashes, shard and the per-file chain); with `None` every row is checked:
+    /// row hashes, that each row is in its key's shard, the links `prev_row_hash == previous
+    /// row_hash` of every shard chain, every shard head (row count and last hash, which catches
+    /// deleted tail rows), and every per-file chain.
     pub async fn verify(&self, filter: Option<(&str, &str, &str)>) -> Result<ChainReport> {
         let mut breaks = Vec::new();
         let mut rows_checked = 0u64;
         let mut last_new: HashMap<(String, String, String), Option<String>> = HashMap::new();
-        let mut prev_seq = 0i64;
-        let mut prev_row_hash = GENESIS_HASH.to_string();
+        // Per shard: (rows seen, last row_hash).
+        let mut shards: HashMap<i64, (i64, String)> = HashMap::new();
         let mut after = 0i64;
         const BATCH: i64 = 2000;
         loop {
@@ -520,27 +560,32 @@ impl AuditLog {
                         detail: "the row's fields do not match its row_hash (edited row)".into(),
                     });
                 }
+                if row.shard != shard_of(&row.book_id, &row.path, &row.user_id) {
+                    breaks.push(ChainBreak {
+                        seq: row.seq,
+                        kind: "shard".into(),
+                        detail: format!(
+                            "row is in shard {} but its key belongs elsewhere",
+                            row.shard
+                        ),
+                    });
+                }
                 if filter.is_none() {
-                    if row.seq != prev_seq + 1 {
-                        breaks.push(ChainBreak {
-                            seq: row.seq,
-                            kind: "seq_gap".into(),
-                            detail: format!(
-                                "expected seq {}, found {} (rows missing)",
-                                prev_seq + 1,
-                                row.seq
-                            ),
-                        });
-                    }
-                    if row.prev_row_hash != prev_row_hash {
+                    let entry = shards
+                        .entry(row.shard)
+                        .or_insert_with(|| (0, GENESIS_HASH.to_string()));
+                    if row.prev_row_hash != entry.1 {
                         breaks.push(ChainBreak {
                             seq: row.seq,
                             kind: "row_link".into(),
-                            detail: "prev_row_hash differs from the previous row's row_hash".into(),
+                            detail: format!(
+                                "prev_row_hash differs from the previous row's row_hash in shard {} (rows missing or edited)",
+                                row.shard
+                            ),
                         });
                     }
-                    prev_seq = row.seq;
-                    prev_row_hash = row.row_hash.clone();
+                    entry.0 += 1;
+                    entry.1 = row.row_hash.clone();
                 }
                 if CHAIN_OPERATIONS.contains(&row.operation.as_str()) {
                     let key = (row.book_id.clone(), row.path.clone(), row.user_id.clone());
@@ -565,31 +610,46 @@ impl AuditLog {
         }
         let mut head_seq = None;
         if filter.is_none() {
-            let head = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1")
-                .fetch_optional(&self.db.pool)
-                .await
-                .map_err(db_err("read audit head"))?;
-            match head {
-                Some(h) => {
-                    let seq: i64 = h.try_get("seq").map_err(db_err("audit head seq"))?;
-                    let hash: String = h.try_get("row_hash").map_err(db_err("audit head hash"))?;
-                    head_seq = Some(seq);
-                    if seq != prev_seq || hash != prev_row_hash {
-                        breaks.push(ChainBreak {
-                            seq: 0,
-                            kind: "head".into(),
-                            detail: format!(
-                                "audit_head says seq {seq}, the last row is seq {prev_seq} (rows missing or head edited)"
-                            ),
-                        });
-                    }
-                }
-                None => breaks.push(ChainBreak {
+            let heads =
+                sqlx::query("SELECT shard, row_count, row_hash FROM audit_head ORDER BY shard")
+                    .fetch_all(&self.db.pool)
+                    .await
+                    .map_err(db_err("read audit heads"))?;
+            if heads.len() as i64 != AUDIT_SHARDS {
+                breaks.push(ChainBreak {
                     seq: 0,
                     kind: "head".into(),
-                    detail: "audit_head row is missing".into(),
-                }),
+                    detail: format!("{} audit_head rows, expected {AUDIT_SHARDS}", heads.len()),
+                });
             }
+            let mut total = 0i64;
+            for h in &heads {
+                let g = db_err("decode audit head");
+                let shard: i64 = h.try_get("shard").map_err(&g)?;
+                let count: i64 = h.try_get("row_count").map_err(&g)?;
+                let hash: String = h.try_get("row_hash").map_err(&g)?;
+                total += count;
+                let (seen, last) = shards
+                    .remove(&shard)
+                    .unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
+                if seen != count || last != hash {
+                    breaks.push(ChainBreak {
+                        seq: 0,
+                        kind: "head".into(),
+                        detail: format!(
+                            "shard {shard}: the head records {count} rows, {seen} are present or the last one differs (rows missing or head edited)"
+                        ),
+                    });
+                }
+            }
+            for shard in shards.keys() {
+                breaks.push(ChainBreak {
+                    seq: 0,
+                    kind: "head".into(),
+                    detail: format!("rows in shard {shard}, which has no head"),
+                });
+            }
+            head_seq = Some(total);
         }
         Ok(ChainReport {
             valid: breaks.is_empty(),
@@ -605,6 +665,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("b", "p", "u"), shard_of("b", "p", "u"));
+        let distinct: std::collections::HashSet<i64> = (0..200)
+            .map(|i| shard_of("book", &format!("content/{i}.md"), "__base__"))
+            .collect();
+        assert!(distinct.len() > 40);
+        assert!(distinct.iter().all(|s| (0..AUDIT_SHARDS).contains(s)));
+    }
+
+    #[test]
     fn globs_become_escaped_like_patterns() {
         assert_eq!(glob_to_like("content/*_quiz?.md"), "content/%\\_quiz_.md");
         assert_eq!(glob_to_like("100%"), "100\\%");
@@ -614,6 +684,7 @@ mod tests {
     fn row_hash_covers_every_field() {
         let a = compute_row_hash(
             1,
+            0,
             2,
             "a",
             "op",
@@ -629,6 +700,7 @@ mod tests {
         );
         let b = compute_row_hash(
             1,
+            0,
             2,
             "a",
             "op",
@@ -644,6 +716,7 @@ mod tests {
         );
         let c = compute_row_hash(
             1,
+            0,
             2,
             "a",
             "op",

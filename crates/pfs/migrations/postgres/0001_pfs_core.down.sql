@@ -1,3 +1,4 @@
+DROP SEQUENCE IF EXISTS audit_log_seq;
 DROP TABLE IF EXISTS audit_head;
 DROP TABLE IF EXISTS audit_log;
 DROP FUNCTION IF EXISTS pfs_audit_log_append_only();

@@ -51,9 +51,11 @@ CREATE TABLE manifest_snapshots (
     PRIMARY KEY (book_id, manifest_hash)
 );
 
--- Append-only audit log with a tamper-evident row chain (row_hash covers the row and prev_row_hash).
+-- Append-only audit log with tamper-evident row chains (row_hash covers the row and the
+-- previous row_hash of the same shard; see pfs::audit).
 CREATE TABLE audit_log (
     seq               BIGINT NOT NULL PRIMARY KEY,
+    shard             BIGINT NOT NULL,
     ts                BIGINT NOT NULL,
     agent_id          TEXT   NOT NULL CHECK (agent_id <> '' AND agent_id <> 'system'),
     operation         TEXT   NOT NULL,
@@ -71,6 +73,7 @@ CREATE TABLE audit_log (
 CREATE INDEX ix_audit_log_ts ON audit_log (ts);
 CREATE INDEX ix_audit_log_agent ON audit_log (agent_id);
 CREATE INDEX ix_audit_log_key ON audit_log (book_id, path, user_id);
+CREATE INDEX ix_audit_log_shard ON audit_log (shard, seq);
 
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN
@@ -81,11 +84,12 @@ BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only');
 END;
 
--- The head of the global row chain: last seq and its row_hash (one row, id = 1).
+-- The head of each row chain (shard 0..63): its row count and last row_hash.
 CREATE TABLE audit_head (
-    id       INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
-    seq      BIGINT  NOT NULL,
-    row_hash TEXT    NOT NULL
+    shard     BIGINT NOT NULL PRIMARY KEY,
+    row_count BIGINT NOT NULL,
+    row_hash  TEXT   NOT NULL
 );
-INSERT INTO audit_head (id, seq, row_hash)
-VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+WITH RECURSIVE shards(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM shards WHERE n < 63)
+INSERT INTO audit_head (shard, row_count, row_hash)
+SELECT n, 0, '0000000000000000000000000000000000000000000000000000000000000000' FROM shards;

@@ -240,6 +240,27 @@ async fn write_throughput_probe() {
     init();
     for t in TestDb::all().await {
         let dir = tempfile::tempdir().unwrap();
+        if std::env::var("PROBE_QUERIES").is_ok() {
+            let db = t.connect().await;
+            let n = 300;
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                sqlx::query("SELECT 1").execute(&db.pool).await.unwrap();
+            }
+            let q = started.elapsed() / n;
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                let mut tx = db.pool.begin_with(db.kind.begin_write()).await.unwrap();
+                sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            eprintln!(
+                "{:?}: pool query {:?}, empty write tx {:?}",
+                t.kind,
+                q,
+                started.elapsed() / n
+            );
+        }
         let e = if std::env::var("PROBE_MEMORY").is_ok() {
             open(
                 &t,

@@ -442,8 +442,8 @@ fn r7_agent_provenance() {
         for bad in ["", "system"] {
             let res = rt.block_on(
                 sqlx::query(
-                    "INSERT INTO audit_log (seq, ts, agent_id, operation, book_id, path, user_id, status, row_hash, prev_row_hash) \
-                     VALUES ($1, 0, $2, 'write_content', 'b', 'p', '__base__', 'success', 'x', 'y')",
+                    "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, status, row_hash, prev_row_hash) \
+                     VALUES ($1, 0, 0, $2, 'write_content', 'b', 'p', '__base__', 'success', 'x', 'y')",
                 )
                 .bind(1_000_000i64 + bad.len() as i64)
                 .bind(bad)
@@ -455,6 +455,16 @@ fn r7_agent_provenance() {
                 t.kind
             );
         }
+        // Control: the same statement with a real agent id is accepted, so the CHECK is what
+        // rejected the rows above.
+        rt.block_on(
+            sqlx::query(
+                "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, status, row_hash, prev_row_hash) \
+                 VALUES (2000000, 0, 0, 'someone', 'write_content', 'b', 'p', '__base__', 'success', 'x', 'y')",
+            )
+            .execute(&t.engine.db().pool),
+        )
+        .unwrap();
         // Every row the engine wrote carries the real caller id.
         let a = actor("real-caller");
         let bk = book("r7-book");
