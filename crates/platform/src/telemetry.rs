@@ -38,9 +38,13 @@ pub fn init_tracing(cfg: TracingConfig) {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&cfg.filter))
             .unwrap_or_else(|_| EnvFilter::new("info"));
+        // Logs go to stderr: stdout belongs to command output (`--json`) and to the JSON-RPC
+        // stream of `panaversity fs stdio`. Colours only on a terminal.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_target(true);
+            .with_target(true)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         let res = if cfg.json {
             builder
                 .json()

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `panaversity` binary: each test spawns the real executable (server,
+//! CLI or stdio) with a temp data dir and talks to it the way an operator or a client does.
+
+mod dev_serve;
+mod stdio;
+mod support;
