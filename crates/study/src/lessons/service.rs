@@ -23,6 +23,10 @@ pub struct CacheConfig {
     pub stale_for: Duration,
     /// How long a failure or a not-found answer is remembered (at most 60 s).
     pub failure_ttl: Duration,
+    /// With a shared (Redis) store: how long each replica keeps entries in process as well, to
+    /// spare Redis a read per turn (default 30 s; zero disables). An invalidation reaches other
+    /// replicas' in-process copies after at most this long.
+    pub l1_ttl: Duration,
 }
 
 /// Upper bound of [`CacheConfig::failure_ttl`].
@@ -36,6 +40,7 @@ impl CacheConfig {
             ttl: Duration::from_secs(24 * 3600),
             stale_for: Duration::from_secs(7 * 24 * 3600),
             failure_ttl: MAX_FAILURE_TTL,
+            l1_ttl: Duration::from_secs(30),
         }
     }
 
@@ -51,6 +56,12 @@ impl CacheConfig {
 }
 
 impl CacheConfig {
+    /// The same cache with another in-process TTL in front of a shared store (zero disables).
+    pub fn with_l1_ttl(mut self, ttl: Duration) -> CacheConfig {
+        self.l1_ttl = ttl;
+        self
+    }
+
     /// The same cache with another freshness TTL (e.g. from `CONTENT_CACHE_TTL` seconds).
     pub fn with_ttl(mut self, ttl: Duration) -> CacheConfig {
         self.ttl = ttl;
@@ -70,6 +81,8 @@ type Inflight = Shared<BoxFuture<'static, LoadResult>>;
 struct Inner {
     source: Arc<dyn LessonSource>,
     cfg: CacheConfig,
+    /// In-process copy in front of a shared store.
+    l1: Option<MemoryCache>,
     inflight: Mutex<HashMap<String, Inflight>>,
     health: Mutex<Health>,
 }
@@ -112,10 +125,13 @@ impl LessonService {
     /// A service over `source` with this cache.
     pub fn new(source: Arc<dyn LessonSource>, mut cfg: CacheConfig) -> LessonService {
         cfg.failure_ttl = cfg.failure_ttl.min(MAX_FAILURE_TTL);
+        let l1 = (cfg.store.backend() != "memory" && !cfg.l1_ttl.is_zero())
+            .then(|| MemoryCache::new(10_000));
         LessonService {
             inner: Arc::new(Inner {
                 source,
                 cfg,
+                l1,
                 inflight: Mutex::new(HashMap::new()),
                 health: Mutex::new(Health::default()),
             }),
@@ -167,14 +183,7 @@ impl LessonService {
             Some(u) => format!("{path}{USER_SEP}{u}"),
             None => path.clone(),
         };
-        let cached = match self.inner.cfg.store.get(&key).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "lesson cache read failed; going to the source");
-                metrics::counter!("study_lesson_cache_errors_total").increment(1);
-                None
-            }
-        };
+        let cached = self.inner.cache_get(&key).await;
         let now = now_ms();
         if let Some(entry) = cached {
             match &entry.state {
@@ -251,6 +260,20 @@ impl LessonService {
     /// Invalid paths are skipped. Returns the number of cache entries removed.
     pub async fn invalidate(&self, paths: Option<Vec<String>>) -> Result<u64, String> {
         let store = &self.inner.cfg.store;
+        if let Some(l1) = &self.inner.l1 {
+            match &paths {
+                None => {
+                    let _ = l1.clear().await;
+                }
+                Some(ps) => {
+                    for p in ps {
+                        if let Ok(p) = validate_lesson_path(p) {
+                            let _ = l1.delete_lesson(&p).await;
+                        }
+                    }
+                }
+            }
+        }
         match paths {
             None => store.clear().await,
             Some(paths) => {
@@ -277,7 +300,32 @@ impl LessonService {
 }
 
 impl Inner {
+    async fn cache_get(&self, key: &str) -> Option<CacheEntry> {
+        if let Some(l1) = &self.l1
+            && let Ok(Some(e)) = l1.get(key).await
+        {
+            return Some(e);
+        }
+        match self.cfg.store.get(key).await {
+            Ok(Some(e)) => {
+                if let Some(l1) = &self.l1 {
+                    let _ = l1.put(key, &e, self.cfg.l1_ttl).await;
+                }
+                Some(e)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "lesson cache read failed; going to the source");
+                metrics::counter!("study_lesson_cache_errors_total").increment(1);
+                None
+            }
+        }
+    }
+
     async fn put(&self, key: &str, entry: &CacheEntry, ttl: Duration) {
+        if let Some(l1) = &self.l1 {
+            let _ = l1.put(key, entry, ttl.min(self.cfg.l1_ttl)).await;
+        }
         if let Err(e) = self.cfg.store.put(key, entry, ttl).await {
             tracing::warn!(error = %e, "lesson cache write failed");
             metrics::counter!("study_lesson_cache_errors_total").increment(1);

@@ -93,6 +93,7 @@ fn mem(ttl: Duration, failure_ttl: Duration) -> CacheConfig {
         ttl,
         stale_for: Duration::from_secs(3600),
         failure_ttl,
+        l1_ttl: Duration::ZERO,
     }
 }
 
@@ -267,12 +268,19 @@ async fn redis_cache_shares_entries_across_services() {
     };
     let prefix = format!("test:lesson:{}:", uuid::Uuid::new_v4().simple());
     let src = TestSource::with_text("# Shared\n\nBody");
-    let cfg = CacheConfig::redis(&url, &prefix).await.unwrap();
+    // No in-process layer here: this part checks what replicas share through Redis.
+    let cfg = CacheConfig::redis(&url, &prefix)
+        .await
+        .unwrap()
+        .with_l1_ttl(Duration::ZERO);
     assert_eq!(cfg.store.backend(), "redis");
     let svc1 = LessonService::new(src.clone(), cfg.clone());
     let svc2 = LessonService::new(
         src.clone(),
-        CacheConfig::redis(&url, &prefix).await.unwrap(),
+        CacheConfig::redis(&url, &prefix)
+            .await
+            .unwrap()
+            .with_l1_ttl(Duration::ZERO),
     );
     assert_eq!(
         svc1.get("r/one", None).await.unwrap().unwrap().title,
@@ -324,4 +332,31 @@ async fn redis_cache_shares_entries_across_services() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+
+    // With the default in-process layer a replica does not read Redis on every turn: deleting
+    // the Redis key behind its back does not cause a source fetch within the L1 TTL.
+    let svc3 = LessonService::new(
+        src.clone(),
+        CacheConfig::redis(&url, &prefix).await.unwrap(),
+    );
+    assert_eq!(
+        svc3.get("r/l1", None).await.unwrap().unwrap().title,
+        "Updated"
+    );
+    let before = src.fetches.load(Ordering::SeqCst);
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}r/l1"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        svc3.get("r/l1", None).await.unwrap().unwrap().title,
+        "Updated"
+    );
+    assert_eq!(src.fetches.load(Ordering::SeqCst), before);
+    // Its own invalidation clears its in-process copy too.
+    svc3.invalidate(Some(vec!["r/l1".into()])).await.unwrap();
+    svc3.get("r/l1", None).await.unwrap();
+    assert_eq!(src.fetches.load(Ordering::SeqCst), before + 1);
+    svc3.invalidate(None).await.unwrap();
 }
