@@ -48,6 +48,20 @@ pub fn redact(text: &str, key: &str) -> String {
     out
 }
 
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// True when `text` contains `key` once spacing, punctuation and case are ignored (for keys of at
+/// least [`MIN_STREAM_KEY_CHARS`] letters/digits): "E-a-c-h v a l u e" disguises "each value".
+pub fn disguises(text: &str, key: &str) -> bool {
+    let k = squash(key);
+    k.chars().count() >= MIN_STREAM_KEY_CHARS && squash(text).contains(&k)
+}
+
 /// A streaming filter removing a secret from a sequence of text deltas.
 #[derive(Debug)]
 pub struct KeyFilter {
@@ -135,6 +149,16 @@ mod tests {
         }
         out.push_str(&f.finish());
         assert_eq!(out, "It is about …, and own things. ");
+    }
+
+    #[test]
+    fn disguised_keys_are_detected() {
+        assert!(disguises(
+            "it is O-W-N-E-R s h i p rules!",
+            "ownership rules"
+        ));
+        assert!(!disguises("it is about owners", "ownership rules"));
+        assert!(!disguises("a b", "b"));
     }
 
     #[test]

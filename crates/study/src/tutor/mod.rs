@@ -744,6 +744,12 @@ impl Inner {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
+        // A hint that spells the key out in disguise (spacing, punctuation, case) is dropped.
+        let hint = if filter::disguises(&hint, &check.answer_key) {
+            String::new()
+        } else {
+            hint
+        };
         let hint = if hint.trim().is_empty() {
             format!(
                 "Look again at the section \"{}\".",

@@ -381,9 +381,18 @@ async fn too_many_wrong_answers_explain_and_advance() {
         .state()
         .unwrap();
 
-    push_verdict(llm, "incorrect", "Think about how many.");
+    // A hint spelling the key in disguise is replaced by a neutral one.
+    push_verdict(llm, "incorrect", "E-a-c-h  v.a.l.u.e has exactly ONE owner");
     push_teach(llm, &["Hint."]);
+    let n_before = llm.request_count();
     let t2 = turn(&e.tutor, input("no idea", s1, vec![])).await;
+    let hint_req = llm.requests()[n_before..]
+        .iter()
+        .find(|r| system_of(r).starts_with(TEACHER))
+        .cloned()
+        .unwrap();
+    assert!(!system_of(&hint_req).contains("v.a.l.u.e"));
+    assert!(system_of(&hint_req).contains("Look again at the section \"Owners\""));
     let s2 = t2.state().unwrap();
     assert_eq!(s2["teach"]["check"]["attempts"], 1);
     assert_eq!(s2["teach"]["chunk"], 0);
