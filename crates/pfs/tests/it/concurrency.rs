@@ -9,16 +9,17 @@ use platform::db::TestDb;
 
 use crate::support::*;
 
+/// `n` engines opened at the same time (as replicas starting together would: concurrent
+/// migrations), each with its own pool and storage handle on one database and one storage root.
 async fn replicas(t: &TestDb, root: &std::path::Path, n: usize) -> Vec<Engine> {
-    let mut v = Vec::new();
-    for _ in 0..n {
+    let opens = (0..n).map(|_| async {
         let storage = Storage::new(&StorageConfig::Fs {
             root: root.to_path_buf(),
         })
         .unwrap();
-        v.push(open(t, storage, EngineConfig::default()).await);
-    }
-    v
+        open(t, storage, EngineConfig::default()).await
+    });
+    futures::future::join_all(opens).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
