@@ -52,6 +52,10 @@ pub enum FsCmd {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Upload a Docusaurus docs tree into a book over MCP (changed files only).
+    Ingest(Box<crate::cli_sync::IngestArgs>),
+    /// Bring a local docs tree up to date with a book over MCP (plan_build deltas).
+    Hydrate(Box<crate::cli_sync::HydrateArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,6 +361,8 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        FsCmd::Ingest(args) => crate::cli_sync::ingest(common, *args).await,
+        FsCmd::Hydrate(args) => crate::cli_sync::hydrate(common, *args).await,
     }
 }
 

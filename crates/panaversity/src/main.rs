@@ -2,6 +2,7 @@
 //! (the ChatKit tutor). See `panaversity --help` and the README for every setting.
 
 mod cli_fs;
+mod cli_sync;
 mod config;
 mod sample;
 mod serve;

@@ -192,6 +192,7 @@ pub async fn open_engine(
                 max_content_bytes: s.max_content_bytes,
                 max_asset_bytes: s.max_asset_size_mb * 1024 * 1024,
             },
+            default_profile: s.default_profile,
             ..Default::default()
         },
     )

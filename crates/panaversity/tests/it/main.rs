@@ -4,3 +4,4 @@
 mod dev_serve;
 mod stdio;
 mod support;
+mod sync;
