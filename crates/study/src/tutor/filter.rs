@@ -167,3 +167,46 @@ mod tests {
         assert_eq!(redact("the heap and HEAP", "heap"), "the … and …");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However the text is split into deltas, the streamed output equals the one-shot
+        /// redaction: nothing lost, nothing reordered, no key occurrence survives.
+        #[test]
+        fn streaming_equals_redaction(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    "[a-zA-Z ,.!\n]{0,12}",
+                    Just("Secret Key".to_string()),
+                    Just("secret ke".to_string()),
+                    Just("SECRET KEYS".to_string()),
+                    Just("sec".to_string()),
+                ],
+                0..12,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..20),
+        ) {
+            let key = "secret key";
+            let text: String = parts.concat();
+            let chars: Vec<char> = text.chars().collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (chars.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(chars.len());
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut f = KeyFilter::new(key);
+            let mut out = String::new();
+            for w in cuts.windows(2) {
+                let delta: String = chars[w[0]..w[1]].iter().collect();
+                out.push_str(&f.push(&delta));
+            }
+            out.push_str(&f.finish());
+            prop_assert_eq!(&out, &redact(&text, key));
+            prop_assert!(!out.to_lowercase().contains(key));
+        }
+    }
+}
