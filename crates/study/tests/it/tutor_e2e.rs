@@ -7,10 +7,14 @@ use axum::Extension;
 use platform::db::TestDb;
 use platform::identity::{AuthMethod, Identity, Scopes};
 use serde_json::{Value, json};
+use study::lessons::{CacheConfig, LessonService, LocalDocsSource};
 use study::server::{StudyState, chatkit_router};
 use study::store::ThreadStore;
-use study::tutor::prompts::TEACHER;
+use study::turn::Tutor;
+use study::tutor::StudyTutor;
+use study::tutor::prompts::{ASKER, TEACHER};
 
+use crate::fake_llm::Step;
 use crate::support::{CountingLimiter, add_body, create_body, parse_sse};
 use crate::tutor_teach::{KEY1, KEY2, env, push_check, push_teach, push_verdict};
 
@@ -20,15 +24,47 @@ struct Server {
     _db: TestDb,
 }
 
+async fn start(db: TestDb, tutor: Arc<dyn Tutor>) -> Server {
+    platform::install_crypto_provider();
+    let store = ThreadStore::new(db.connect().await);
+    store.migrate_up().await.unwrap();
+    let app = chatkit_router(StudyState {
+        store,
+        tutor,
+        limiter: Arc::new(CountingLimiter::new(1000)),
+        max_body_bytes: 64 * 1024,
+    })
+    .layer(Extension(Identity {
+        subject: "student-1".into(),
+        scopes: Scopes::ALL,
+        name: Some("Ada".into()),
+        email: None,
+        organization: None,
+        method: AuthMethod::Jwt,
+        acting_user: None,
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        url: format!("http://{addr}/chatkit"),
+        http: reqwest::Client::new(),
+        _db: db,
+    }
+}
+
 impl Server {
-    /// POST a ChatKit request; returns (status, raw body).
+    /// POST a ChatKit request for the test lesson; returns (status, raw body).
     async fn post(&self, body: &Value) -> (u16, String) {
+        self.post_q(body, "lesson_path=01-Rust/02-ownership&user_name=Ada")
+            .await
+    }
+
+    /// POST a ChatKit request with this (encoded) query string.
+    async fn post_q(&self, body: &Value, query: &str) -> (u16, String) {
         let r = self
             .http
-            .post(format!(
-                "{}?lesson_path=01-Rust/02-ownership&user_name=Ada",
-                self.url
-            ))
+            .post(format!("{}?{query}", self.url))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
@@ -69,31 +105,7 @@ async fn chatkit_teach_session_never_leaks_the_key() {
         platform::install_crypto_provider();
         let e = env(3).await;
         let llm = e.llm.clone();
-        let store = ThreadStore::new(db.connect().await);
-        store.migrate_up().await.unwrap();
-        let app = chatkit_router(StudyState {
-            store,
-            tutor: Arc::new(e.tutor.clone()),
-            limiter: Arc::new(CountingLimiter::new(1000)),
-            max_body_bytes: 64 * 1024,
-        })
-        .layer(Extension(Identity {
-            subject: "student-1".into(),
-            scopes: Scopes::ALL,
-            name: Some("Ada".into()),
-            email: None,
-            organization: None,
-            method: AuthMethod::Jwt,
-            acting_user: None,
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let srv = Server {
-            url: format!("http://{addr}/chatkit"),
-            http: reqwest::Client::new(),
-            _db: db,
-        };
+        let srv = start(db, Arc::new(e.tutor.clone())).await;
 
         // Open the panel: the zero-width trigger starts teaching.
         push_check(&llm, "Who owns a value?", KEY1);
@@ -195,4 +207,50 @@ async fn chatkit_teach_session_never_leaks_the_key() {
             assert_clean(&raw, &[KEY1, KEY2]);
         }
     }
+}
+
+#[tokio::test]
+async fn chatkit_ask_mode_uses_the_selected_text() {
+    let db = TestDb::sqlite();
+    let e = env(3).await;
+    e.llm.push_when(
+        |b: &Value| {
+            b["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(ASKER))
+        },
+        Step::reply(&["A **String** ", "owns its heap buffer. "]),
+    );
+    let srv = start(db, Arc::new(e.tutor.clone())).await;
+    let (status, raw) = srv
+        .post_q(
+            &create_body("What does this line do?", "ask"),
+            "lesson_path=01-Rust/02-ownership&selected_text=let%20s%20%3D%20String%3A%3Anew()%3B",
+        )
+        .await;
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(assistant_text(&raw), "A **String** owns its heap buffer. ");
+    let req = &e.llm.requests()[0];
+    assert_eq!(req["model"], "ask-model");
+    let sys = req["messages"][0]["content"].as_str().unwrap();
+    assert!(sys.contains("let s = String::new();"), "{sys}");
+    assert!(sys.contains("Ownership in Rust"));
+}
+
+#[tokio::test]
+async fn chatkit_without_llm_says_so() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("l.md"), "# L\n\ntext").unwrap();
+    let lessons = Arc::new(LessonService::new(
+        Arc::new(LocalDocsSource::new(dir.path()).unwrap()),
+        CacheConfig::memory(),
+    ));
+    let srv = start(db, Arc::new(StudyTutor::new(lessons, None))).await;
+    let (status, raw) = srv
+        .post_q(&create_body("\u{200B}", "teach"), "lesson_path=l")
+        .await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.contains("No LLM provider is configured"), "{raw}");
+    assert!(assistant_text(&raw).contains("no language model is configured"));
 }
