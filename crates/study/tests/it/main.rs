@@ -12,3 +12,4 @@ mod tutor_teach;
 mod lessons_http;
 mod tutor_e2e;
 mod lessons_pfs;
+mod lessons_perf;
