@@ -849,22 +849,43 @@ impl Engine {
             .map_err(db_err("begin write"))?;
         let (cas, prev_hash, mode) = match &expected {
             Expect::Absent => {
-                let v: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
-                     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
-                     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version",
-                )
-                .bind(book.as_str())
-                .bind(path.as_str())
-                .bind(user)
-                .bind(sha)
-                .bind(size_i)
-                .bind(now)
-                .bind(backend)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err("insert journal row"))?;
+                // A create loses to an existing row (HASH_REQUIRED below). If the row it lost to
+                // was deleted by a transaction that committed meanwhile (PostgreSQL), the key is
+                // free again: insert again instead of reporting a conflict with nothing.
+                let mut v = None;
+                for _ in 0..3 {
+                    v = sqlx::query_scalar(
+                        "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+                         SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+                         WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+                         ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version",
+                    )
+                    .bind(book.as_str())
+                    .bind(path.as_str())
+                    .bind(user)
+                    .bind(sha)
+                    .bind(size_i)
+                    .bind(now)
+                    .bind(backend)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err("insert journal row"))?;
+                    if v.is_some() {
+                        break;
+                    }
+                    let exists: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3",
+                    )
+                    .bind(book.as_str())
+                    .bind(path.as_str())
+                    .bind(user)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err("read journal row"))?;
+                    if exists.is_some() {
+                        break;
+                    }
+                }
                 (v, None, WriteMode::Created)
             }
             Expect::Hash(h) => {
@@ -1394,7 +1415,8 @@ impl Engine {
 
     /// Run [`Engine::reconcile_pending`] every `every` in a background task (for servers; a
     /// crash-free process needs it only after storage outages). Also publishes the
-    /// `panaversityfs_pending_materializations` gauge. Abort the handle to stop it.
+    /// `panaversityfs_pending_materializations` and `panaversityfs_journal_entries_total`
+    /// gauges. Abort the handle to stop it.
     pub fn spawn_reconciler(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
@@ -1402,6 +1424,15 @@ impl Engine {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM file_journal")
+                    .fetch_one(&engine.inner.db.pool)
+                    .await
+                {
+                    Ok(n) => metrics::gauge!("panaversityfs_journal_entries_total").set(n as f64),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconciler: counting journal rows failed")
+                    }
+                }
                 match engine.pending_count().await {
                     Ok(0) => {
                         metrics::gauge!("panaversityfs_pending_materializations").set(0.0);

@@ -316,3 +316,56 @@ async fn write_throughput_probe() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_racing_a_delete_never_report_an_empty_conflict() {
+    init();
+    for t in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = replicas(&t, dir.path(), 2).await;
+        let bk = book("churn-book");
+        let p = path("content/01-a/01-b/01-churn.md");
+        engines[0]
+            .write(&actor("seed"), &bk, &p, &Namespace::Base, b("seed"), None)
+            .await
+            .unwrap();
+        for round in 0..6 {
+            let mut handles = Vec::new();
+            let e = engines[round % 2].clone();
+            let (bk2, p2) = (bk.clone(), p.clone());
+            handles.push(tokio::spawn(async move {
+                e.delete(&actor("deleter"), &bk2, &p2, &Namespace::Base)
+                    .await
+                    .map(|_| ())
+            }));
+            for i in 0..8 {
+                let e = engines[i % 2].clone();
+                let (bk2, p2) = (bk.clone(), p.clone());
+                handles.push(tokio::spawn(async move {
+                    e.write(
+                        &actor(&format!("creator-{i}")),
+                        &bk2,
+                        &p2,
+                        &Namespace::Base,
+                        b(&format!("r{round} c{i}")),
+                        None,
+                    )
+                    .await
+                    .map(|_| ())
+                }));
+            }
+            for h in handles {
+                if let Err(e) = h.await.unwrap() {
+                    assert_eq!(e.code(), ErrorCode::HashRequired, "{e}");
+                }
+            }
+        }
+        let chain = engines[0]
+            .audit()
+            .verify(Some(("churn-book", p.as_str(), "__base__")))
+            .await
+            .unwrap();
+        assert!(chain.valid, "{:#?}", chain.breaks);
+        assert_journal_equals_storage(&engines[1]).await;
+    }
+}
