@@ -207,7 +207,13 @@ pub struct McpClient {
     bearer: Option<String>,
     retries: u32,
     next_id: AtomicU64,
+    /// Calls in a row that failed transiently even after every retry; at
+    /// [`GIVE_UP_AFTER`] the server is considered down and further calls fail at once.
+    exhausted: AtomicU64,
 }
+
+/// Consecutive calls that exhausted their retries before the client stops trying.
+const GIVE_UP_AFTER: u64 = 3;
 
 /// `{base}/mcp` unless the URL already ends with `/mcp`.
 pub fn mcp_endpoint(url: &str) -> String {
@@ -241,11 +247,21 @@ impl McpClient {
             bearer,
             retries: args.retries,
             next_id: AtomicU64::new(1),
+            exhausted: AtomicU64::new(0),
         })
     }
 
     /// Call `tool` with (flat) `args`, retrying transient failures; the structured result.
     pub async fn call(&self, tool: &str, args: Value) -> Result<Value, CallError> {
+        if self.exhausted.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
+            return Err(CallError::Transport {
+                message: format!(
+                    "{tool}: not attempted: {GIVE_UP_AFTER} calls in a row failed after {} retries (is the server down?)",
+                    self.retries
+                ),
+                transient: false,
+            });
+        }
         let mut attempt = 0u32;
         loop {
             match self.call_once(tool, &args).await {
@@ -254,7 +270,14 @@ impl McpClient {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                other => return other,
+                Err(e) if e.transient() => {
+                    self.exhausted.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+                other => {
+                    self.exhausted.store(0, Ordering::Relaxed);
+                    return other;
+                }
             }
         }
     }

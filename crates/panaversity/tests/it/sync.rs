@@ -16,7 +16,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::support::{
-    CliOutput, Server, ServerOpts, TempData, backends, cli, client, spawn_router,
+    CliOutput, Server, ServerOpts, TempData, backends, cli, cli_ok, client, spawn_router,
 };
 
 const BOOK: &str = "docs-book";
@@ -201,6 +201,10 @@ impl Paths {
     }
 
     async fn ingest(&self, url: &str, extra: &[&str]) -> CliOutput {
+        self.ingest_env(url, &[], extra).await
+    }
+
+    async fn ingest_env(&self, url: &str, env: &[(&str, &str)], extra: &[&str]) -> CliOutput {
         let mut args = vec![
             "fs",
             "ingest",
@@ -216,10 +220,14 @@ impl Paths {
             "--quiet",
         ];
         args.extend_from_slice(extra);
-        cli(&self.data, &[], &args).await
+        cli(&self.data, env, &args).await
     }
 
     async fn hydrate(&self, url: &str, extra: &[&str]) -> CliOutput {
+        self.hydrate_env(url, &[], extra).await
+    }
+
+    async fn hydrate_env(&self, url: &str, env: &[(&str, &str)], extra: &[&str]) -> CliOutput {
         let mut args = vec![
             "fs",
             "hydrate",
@@ -237,7 +245,7 @@ impl Paths {
             "--quiet",
         ];
         args.extend_from_slice(extra);
-        cli(&self.data, &[], &args).await
+        cli(&self.data, env, &args).await
     }
 
     fn assert_round_trip(&self) {
@@ -410,6 +418,10 @@ enum Hook {
     Kill(i32),
     /// Make a concurrent write of this path before forwarding.
     ConcurrentWrite { path: String, expected: String },
+    /// Answer HTTP 503 without forwarding.
+    Unavailable,
+    /// Answer a STORAGE_UNAVAILABLE tool error without forwarding.
+    StorageUnavailable,
 }
 
 async fn proxy_handler(State(p): State<Arc<Proxy>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -439,6 +451,16 @@ async fn proxy_handler(State(p): State<Arc<Proxy>>, headers: HeaderMap, body: By
                 json!(false),
                 "concurrent write: {v}"
             );
+        }
+        Some(Hook::Unavailable) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        }
+        Some(Hook::StorageUnavailable) => {
+            let text = json!({"error": {"code": "STORAGE_UNAVAILABLE",
+                                        "message": "storage timed out; retry"}});
+            return axum::Json(json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+                "isError": true, "content": [{"type": "text", "text": text.to_string()}]}}))
+            .into_response();
         }
         None => {}
     }
@@ -528,6 +550,15 @@ async fn hydrate_whose_server_dies_fails_and_keeps_the_old_manifest() {
     // Some files made it before the kill (one in flight at the kill may not have).
     let downloaded = summary["downloaded"].as_u64().unwrap();
     assert!((4..30).contains(&downloaded), "{summary}");
+    // Once the server is clearly gone, the remaining files are not attempted one by one.
+    assert!(
+        summary["failed_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["error"].as_str().unwrap().contains("not attempted")),
+        "{summary}"
+    );
     assert_eq!(std::fs::read(&p.manifest).unwrap(), old_manifest);
     // No temp files are left behind.
     assert!(tree(&p.out).keys().all(|k| !k.contains(".pv-tmp")));
@@ -621,5 +652,106 @@ async fn profiles_are_respected() {
     let o = p.ingest(&server.base, &["--profile", "docusaurus"]).await;
     assert_ne!(o.code(), 0);
     assert!(o.stderr.contains("has profile strict"), "{o:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn api_key_is_sent_as_bearer_and_names_the_agent() {
+    let t = TempData::new();
+    let p = Paths::new(&t);
+    let key = cli_ok(
+        &p.data,
+        &[],
+        &[
+            "fs",
+            "keys",
+            "create",
+            "--owner",
+            "ci-pipeline",
+            "--scopes",
+            "read write",
+            "--json",
+        ],
+    )
+    .await
+    .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut opts = ServerOpts::default();
+    opts.serve_args.extend(
+        [
+            "--only",
+            "fs",
+            "--no-sample",
+            "--default-profile",
+            "docusaurus",
+        ]
+        .map(String::from),
+    );
+    let server = Server::start(&p.data, opts).await;
+
+    // No key: 401, not retried, with a hint.
+    let o = p.ingest(&server.base, &[]).await;
+    assert_ne!(o.code(), 0, "{o:?}");
+    assert!(
+        o.stderr.contains("401") && o.stderr.contains("--api-key"),
+        "{o:?}"
+    );
+    // Key from the environment (ingest) and from the flag (hydrate); the URL may end in /mcp.
+    let mcp_url = format!("{}/mcp/", server.base);
+    let i = ok_json(
+        &p.ingest_env(&mcp_url, &[("PANAVERSITY_API_KEY", &key)], &[])
+            .await,
+    );
+    assert_eq!(i["added"], json!(13), "{i}");
+    let h = ok_json(&p.hydrate(&server.base, &["--api-key", &key]).await);
+    assert_eq!(h["downloaded"], json!(13), "{h}");
+    p.assert_round_trip();
+    // Every write is audited under the key's owner.
+    let log = cli_ok(
+        &p.data,
+        &[],
+        &["fs", "audit", "query", "--book-id", BOOK, "--json"],
+    )
+    .await
+    .json();
+    let rows = log["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 13, "{log}");
+    assert!(
+        rows.iter().all(|r| r["agent_id"] == json!("ci-pipeline")),
+        "{log}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried() {
+    let t = TempData::new();
+    let p = Paths::new(&t);
+    let server = pipeline_server(&p.data, None).await;
+    // Every other tool call first fails: HTTP 503 or a STORAGE_UNAVAILABLE tool error.
+    let proxy = start_proxy(&server.base, |p, req| {
+        (req["method"] == json!("tools/call")).then_some(())?;
+        match p.calls.fetch_add(1, Ordering::SeqCst) % 4 {
+            0 => Some(Hook::Unavailable),
+            2 => Some(Hook::StorageUnavailable),
+            _ => None,
+        }
+    })
+    .await;
+    let i = ok_json(&p.ingest(&proxy, &["--concurrency", "1"]).await);
+    assert_eq!(counts(&i, &["added", "failed"]), [13, 0], "{i}");
+    let h = ok_json(&p.hydrate(&proxy, &["--concurrency", "1"]).await);
+    assert_eq!(counts(&h, &["downloaded", "failed"]), [13, 0], "{h}");
+    p.assert_round_trip();
+    // Without retries the same faults fail the run.
+    let o = p
+        .hydrate(
+            &proxy,
+            &["--concurrency", "1", "--retries", "0", "--full-rebuild"],
+        )
+        .await;
+    assert_ne!(o.code(), 0, "{o:?}");
     server.stop().await;
 }
