@@ -1,7 +1,12 @@
 //! End-to-end tests of the `panaversity` binary: each test spawns the real executable (server,
 //! CLI or stdio) with a temp data dir and talks to it the way an operator or a client does.
 
+mod api_keys;
+mod cli;
+mod config_file;
 mod dev_serve;
+mod jwt;
+mod shutdown;
 mod stdio;
 mod support;
 mod sync;

@@ -152,7 +152,6 @@ async fn stdio_session_over_the_real_process() {
     );
 
     // Closing stdin ends the session cleanly.
-    drop(rpc);
     drop(stdin);
     let mut rest = Vec::new();
     while let Ok(Some(line)) = stdout.next_line().await {

@@ -109,7 +109,6 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     pub addr: SocketAddr,
-    pub data: PathBuf,
     child: Child,
     log: PathBuf,
 }
@@ -227,7 +226,6 @@ impl Server {
         Ok(Server {
             base,
             addr,
-            data: data.to_path_buf(),
             child,
             log,
         })
