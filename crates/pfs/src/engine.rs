@@ -324,6 +324,10 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// How long [`Engine::open`] waits for pending materializations before continuing them in the
+/// background.
+const RECONCILE_AT_OPEN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 const JOURNAL_COLS: &str =
     "book_id, path, user_id, sha256, size, last_written_at, version, storage_backend";
 
@@ -366,17 +370,29 @@ fn audit_status(e: &PfsError) -> &'static str {
 
 impl Engine {
     /// Open the engine: apply migrations, then finish any materialization a previous process
-    /// committed but did not complete.
+    /// committed but did not complete (up to 2 s inline, the rest in a background task).
     pub async fn open(db: Db, storage: Storage, cfg: EngineConfig) -> Result<Engine> {
         pdb::migrate_up(&db).await?;
         let engine = Engine {
             inner: Arc::new(Inner { db, storage, cfg }),
         };
-        match engine.reconcile_pending().await {
-            Ok(n) if n > 0 => tracing::info!(count = n, "completed pending materializations"),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "reconciling pending materializations failed; fsck can finish them")
+        // Finish what a previous process committed but did not materialize. Bounded, so a
+        // storage outage cannot hold up startup: whatever is left continues in the background
+        // (materialization is idempotent, so abandoning one midway is safe).
+        match tokio::time::timeout(RECONCILE_AT_OPEN_BUDGET, engine.reconcile_pending()).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(count = n, "completed pending materializations"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reconciling pending materializations failed; the reconciler or fsck will finish them")
+            }
+            Err(_) => {
+                tracing::warn!("pending materializations continue in the background");
+                let bg = engine.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = bg.reconcile_pending().await {
+                        tracing::warn!(error = %e, "background reconciliation failed");
+                    }
+                });
             }
         }
         Ok(engine)
