@@ -48,7 +48,24 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn clear(&self) -> Result<u64, String>;
     /// `memory` or `redis`.
     fn backend(&self) -> &'static str;
+
+    /// Try to become the one process that fetches `key` from the source for `ttl` (cross-replica
+    /// single-flight). `Some(token)` when granted. Stores without cross-process coordination
+    /// always grant it (the in-process single-flight already covers them).
+    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<String>, String> {
+        let _ = (key, ttl);
+        Ok(Some(String::new()))
+    }
+
+    /// Give a lease back (only if `token` still holds it).
+    async fn release_lease(&self, key: &str, token: &str) -> Result<(), String> {
+        let _ = (key, token);
+        Ok(())
+    }
 }
+
+/// Prefix of lease keys (lesson paths cannot contain `:`, so these never collide with entries).
+pub const LEASE_PREFIX: &str = "lease:";
 
 /// Separator between a lesson path and the user in per-user cache keys.
 pub const USER_SEP: &str = "@u:";
@@ -245,5 +262,37 @@ impl CacheStore for RedisCache {
 
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<String>, String> {
+        let mut cm = self.cm.clone();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let ms = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(format!("{}{LEASE_PREFIX}{key}", self.prefix))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut cm)
+            .await
+            .map_err(|e| format!("Redis SET NX failed: {e}"))?;
+        Ok(ok.map(|_| token))
+    }
+
+    async fn release_lease(&self, key: &str, token: &str) -> Result<(), String> {
+        static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            )
+        });
+        let mut cm = self.cm.clone();
+        RELEASE
+            .key(format!("{}{LEASE_PREFIX}{key}", self.prefix))
+            .arg(token)
+            .invoke_async::<i64>(&mut cm)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("Redis lease release failed: {e}"))
     }
 }

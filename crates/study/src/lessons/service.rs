@@ -29,6 +29,13 @@ pub struct CacheConfig {
     pub l1_ttl: Duration,
 }
 
+/// How long one replica may hold the right to fetch a lesson for all replicas.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How long a replica waits for another replica's fetch before fetching itself.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+/// Poll interval while waiting.
+const LEASE_POLL: Duration = Duration::from_millis(40);
+
 /// Upper bound of [`CacheConfig::failure_ttl`].
 pub const MAX_FAILURE_TTL: Duration = Duration::from_secs(60);
 
@@ -332,7 +339,55 @@ impl Inner {
         }
     }
 
+    /// Cross-replica single-flight around [`Self::fetch_from_source`]: when another replica holds
+    /// the lease for `key`, wait (briefly) for the entry it writes instead of fetching too.
     async fn fetch_and_store(
+        &self,
+        key: &str,
+        path: &str,
+        user: Option<&str>,
+        prev: Option<CacheEntry>,
+    ) -> LoadResult {
+        let store = &self.cfg.store;
+        let lease = match store.try_lease(key, LEASE_TTL).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "lesson fetch lease unavailable; fetching anyway");
+                Some(String::new())
+            }
+        };
+        let Some(token) = lease else {
+            let since = prev.as_ref().map(|e| e.fetched_at_ms).unwrap_or(i64::MIN);
+            let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(LEASE_POLL).await;
+                if let Ok(Some(e)) = store.get(key).await
+                    && e.fetched_at_ms > since
+                {
+                    metrics::counter!("study_lesson_cache_total", "result" => "shared_fetch")
+                        .increment(1);
+                    if let Some(l1) = &self.l1 {
+                        let _ = l1.put(key, &e, self.cfg.l1_ttl).await;
+                    }
+                    return match e.state {
+                        EntryState::Found { lesson, .. } => Ok(Some(Arc::new(lesson))),
+                        EntryState::NotFound => Ok(None),
+                        EntryState::Failed { message } => Err(LessonError::Unavailable(message)),
+                    };
+                }
+            }
+            return self.fetch_from_source(key, path, user, prev).await;
+        };
+        let res = self.fetch_from_source(key, path, user, prev).await;
+        if !token.is_empty()
+            && let Err(e) = store.release_lease(key, &token).await
+        {
+            tracing::debug!(error = %e, "releasing the lesson fetch lease failed (it expires)");
+        }
+        res
+    }
+
+    async fn fetch_from_source(
         &self,
         key: &str,
         path: &str,

@@ -360,3 +360,47 @@ async fn redis_cache_shares_entries_across_services() {
     assert_eq!(src.fetches.load(Ordering::SeqCst), before + 1);
     svc3.invalidate(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn replicas_sharing_redis_fetch_a_missing_lesson_once() {
+    let Some(url) = platform::db::test_redis_url() else {
+        eprintln!("REDIS_URL not set: skipping");
+        return;
+    };
+    let prefix = format!("test:lease:{}:", uuid::Uuid::new_v4().simple());
+    let src = TestSource::with_text("# Once\n\nBody");
+    src.delay_ms.store(300, Ordering::SeqCst);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(LessonService::new(
+            src.clone(),
+            CacheConfig::redis(&url, &prefix)
+                .await
+                .unwrap()
+                .with_l1_ttl(Duration::ZERO),
+        ));
+    }
+    let tasks: Vec<_> = replicas
+        .iter()
+        .flat_map(|svc| {
+            (0..5).map(move |_| {
+                let svc = svc.clone();
+                tokio::spawn(async move { svc.get("x/once", None).await })
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().unwrap().title, "Once");
+    }
+    assert_eq!(src.fetches.load(Ordering::SeqCst), 1);
+    // The lease was released.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}lease:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(leases.is_empty(), "{leases:?}");
+    replicas[0].invalidate(None).await.unwrap();
+}
