@@ -119,6 +119,8 @@ struct Inner {
     fallback: Option<Step>,
     requests: Vec<Value>,
     authorizations: Vec<Option<String>>,
+    /// Streams the client closed before the end.
+    abandoned: usize,
 }
 
 /// A running fake LLM server; it stops when the test's runtime ends.
@@ -179,6 +181,11 @@ impl FakeLlm {
     /// Number of requests received so far.
     pub fn request_count(&self) -> usize {
         self.inner.lock().unwrap().requests.len()
+    }
+
+    /// Number of streams the client dropped before they ended.
+    pub fn abandoned(&self) -> usize {
+        self.inner.lock().unwrap().abandoned
     }
 
     /// Number of scripted steps not consumed yet.
@@ -312,6 +319,7 @@ async fn handle(
     }
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let shared = inner.clone();
     tokio::spawn(async move {
         let _ = tx
             .send(Ok(chunk_frame(
@@ -337,6 +345,7 @@ async fn handle(
                 .await
                 .is_err()
             {
+                shared.lock().unwrap().abandoned += 1;
                 return;
             }
         }
