@@ -316,3 +316,40 @@ async fn github_source_token_resolution_and_etag() {
     ));
     assert!(gh.hits.lock().unwrap().is_empty());
 }
+
+/// The sample book shipped with the binary (what `serve` teaches by default) parses cleanly.
+#[tokio::test]
+async fn the_sample_book_parses_into_lessons() {
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../panaversity/sample-book/content");
+    let src = LocalDocsSource::new(&root).unwrap();
+    let mut lessons = 0;
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&root).unwrap().to_str().unwrap().to_string();
+            let Some(lesson_path) = rel.strip_suffix(".md") else {
+                continue;
+            };
+            let raw = src.fetch(lesson_path, None).await.unwrap().unwrap();
+            let l = Lesson::parse(lesson_path, &raw.text);
+            assert!(!l.title.is_empty(), "{rel}");
+            assert!(!l.body.starts_with("---"), "{rel}: front matter left");
+            assert!(!l.chunks.is_empty(), "{rel}: no chunks");
+            for c in &l.chunks {
+                assert_eq!(c.text.matches("```").count() % 2, 0, "{rel}: {c:#?}");
+            }
+            lessons += 1;
+        }
+    }
+    assert!(
+        lessons >= 10,
+        "only {lessons} lessons found under {}",
+        root.display()
+    );
+}
