@@ -178,6 +178,29 @@ async fn jwt_tokens_and_overlay_isolation() {
         "FORBIDDEN",
     )
     .await;
+    bob.err(
+        "read_content",
+        json!({"book_id": BOOK, "path": "content/01-Foundations/01-What-Is-A-Program",
+               "scope": "chapter", "user_id": "alice"}),
+        "FORBIDDEN",
+    )
+    .await;
+    bob.err(
+        "get_book_archive",
+        json!({"book_id": BOOK, "scope": "content", "user_id": "alice"}),
+        "FORBIDDEN",
+    )
+    .await;
+    // Bob's bulk read of the chapter shows the base text, not alice's overlay.
+    let chapter = bob
+        .ok(
+            "read_content",
+            json!({"book_id": BOOK, "path": "content/01-Foundations/01-What-Is-A-Program",
+                   "scope": "chapter"}),
+        )
+        .await;
+    assert!(!chapter.to_string().contains("Alice's notes"), "{chapter}");
+    assert!(chapter["count"].as_u64().unwrap() >= 3, "{chapter}");
     let his = bob
         .ok(
             "read_content",

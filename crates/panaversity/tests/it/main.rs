@@ -6,6 +6,7 @@ mod cli;
 mod config_file;
 mod dev_serve;
 mod jwt;
+mod redis;
 mod shutdown;
 mod stdio;
 mod support;
