@@ -448,6 +448,13 @@ fn lower_ext(name: &str) -> Option<String> {
         .map(|(_, e)| e.to_ascii_lowercase())
 }
 
+/// The docs-tree relative path of a `content/<rel>` or co-located `static/images/content/<rel>`
+/// book path.
+fn docs_rel(path: &str) -> Option<&str> {
+    path.strip_prefix("content/")
+        .or_else(|| path.strip_prefix(COLOCATED_PREFIX))
+}
+
 /// `(asset_type, filename)` of a `static/{type}/{filename}` book path.
 fn asset_parts(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("static/")?;
@@ -552,6 +559,13 @@ struct PlanFile {
     current_hash: Option<String>,
     #[serde(default)]
     change_type: Option<String>,
+}
+
+impl PlanFile {
+    /// Whether applying this entry removes a file.
+    fn is_deletion(&self) -> bool {
+        self.change_type.as_deref() == Some("deleted") || self.current_hash.is_none()
+    }
 }
 
 async fn plan_build(mcp: &McpClient, book: &str, target: Option<&str>) -> anyhow::Result<Plan> {
@@ -890,9 +904,13 @@ pub async fn ingest(_common: &Common, args: IngestArgs) -> anyhow::Result<ExitCo
             || (args.static_dir.is_some() && p.starts_with("static/"))
     };
     let local_paths: BTreeSet<&String> = scan.files.keys().collect();
+    let local_docs: BTreeSet<&str> = scan.files.keys().filter_map(|p| docs_rel(p)).collect();
     for path in remote.keys() {
         if managed(path) && !local_paths.contains(path) {
-            if args.delete {
+            // The same docs file under the other carrier (text ↔ binary) is a move, not a
+            // removal: the stale copy goes even without --delete (both map to one local file).
+            let moved = docs_rel(path).is_some_and(|r| local_docs.contains(r));
+            if args.delete || moved {
                 actions.push(Action::Delete(path.clone()));
             } else {
                 summary.extra_files.push(path.clone());
@@ -1282,26 +1300,31 @@ pub async fn hydrate(_common: &Common, args: HydrateArgs) -> anyhow::Result<Exit
     let pb = progress_bar(plan.files.len(), args.server.quiet, "hydrate");
     let (mcp_ref, book_ref, out_ref, static_ref) =
         (&mcp, book.as_str(), out.as_path(), static_dir.as_deref());
-    let mut results = futures::stream::iter(plan.files.into_iter().map(|f| async move {
-        let path = f.path.clone();
-        (
-            path,
-            fetch_one(mcp_ref, book_ref, f, out_ref, static_ref, verify_local).await,
-        )
-    }))
-    .buffer_unordered(usize::from(args.server.concurrency));
-    while let Some((path, r)) = results.next().await {
-        pb.inc(1);
-        match r {
-            Fetch::Downloaded => summary.downloaded += 1,
-            Fetch::Deleted => summary.deleted += 1,
-            Fetch::Kept => summary.kept += 1,
-            Fetch::Skipped => summary.skipped += 1,
-            Fetch::Failed(error) => summary.failed_files.push(FileProblem { path, error }),
+    // Deletions first: a path that moved between carriers (e.g. an image that was text and is
+    // now binary) maps to the same local file, which must end up written, not removed.
+    let (deletions, downloads): (Vec<PlanFile>, Vec<PlanFile>) =
+        plan.files.into_iter().partition(PlanFile::is_deletion);
+    for batch in [deletions, downloads] {
+        let mut results = futures::stream::iter(batch.into_iter().map(|f| async move {
+            let path = f.path.clone();
+            (
+                path,
+                fetch_one(mcp_ref, book_ref, f, out_ref, static_ref, verify_local).await,
+            )
+        }))
+        .buffer_unordered(usize::from(args.server.concurrency));
+        while let Some((path, r)) = results.next().await {
+            pb.inc(1);
+            match r {
+                Fetch::Downloaded => summary.downloaded += 1,
+                Fetch::Deleted => summary.deleted += 1,
+                Fetch::Kept => summary.kept += 1,
+                Fetch::Skipped => summary.skipped += 1,
+                Fetch::Failed(error) => summary.failed_files.push(FileProblem { path, error }),
+            }
         }
     }
     pb.finish_and_clear();
-    drop(results);
     summary.failed = summary.failed_files.len();
     summary.failed_files.sort_by(|a, b| a.path.cmp(&b.path));
 
@@ -1370,8 +1393,7 @@ async fn fetch_one(
         Ok(None) => return Fetch::Skipped,
         Err(e) => return Fetch::Failed(e),
     };
-    let deleted = f.change_type.as_deref() == Some("deleted") || f.current_hash.is_none();
-    if deleted {
+    if f.is_deletion() {
         return match tokio::fs::remove_file(&target).await {
             Ok(()) => {
                 let root = if f.path.starts_with("static/") && !f.path.starts_with(COLOCATED_PREFIX)

@@ -347,20 +347,27 @@ async fn ingest_then_hydrate_round_trips_byte_for_byte_and_incrementally() {
         assert_eq!(std::fs::read(&p.manifest).unwrap(), before);
 
         // Edit: two updates (text + image), one added file in a new section, one deleted page
-        // (the only file of its part) and one deleted static asset.
+        // (the only file of its part), one deleted static asset, and an SVG that is no longer
+        // UTF-8 (Latin-1), so it moves from content/ to the co-located asset prefix.
         write(&p.docs, "README.md", b"# The Book\r\n\r\nWelcome back.\r\n");
         write(&p.docs, "01-Part/01-Chapter/img/diagram.png", &png(2));
         write(&p.docs, "03-Part/01-Chapter/01-new.md", b"  # New  \n");
+        write(
+            &p.docs,
+            "01-Part/01-Chapter/img/figure.svg",
+            b"<svg><title>caf\xe9</title></svg>",
+        );
         std::fs::remove_file(p.docs.join("02-Part/index.md")).unwrap();
         std::fs::remove_dir(p.docs.join("02-Part")).unwrap();
         std::fs::remove_file(p.st.join("slides/deck.pdf")).unwrap();
         std::fs::remove_dir(p.st.join("slides")).unwrap();
 
-        // Without --delete the removed files are only reported.
+        // Without --delete the removed files are only reported (the SVG's stale text copy is
+        // removed anyway: it moved, it was not removed from the tree).
         let i = ok_json(&p.ingest(url, &[]).await);
         assert_eq!(
             counts(&i, &["added", "updated", "unchanged", "deleted", "extra"]),
-            [1, 2, 9, 0, 2],
+            [2, 2, 8, 1, 2],
             "{label}: {i}"
         );
         assert_eq!(
@@ -374,12 +381,13 @@ async fn ingest_then_hydrate_round_trips_byte_for_byte_and_incrementally() {
             "{label}: {i}"
         );
 
-        // Incremental hydrate: only the 3 changed files are downloaded, 2 are removed.
+        // Incremental hydrate: only the 4 changed files are downloaded, 3 are removed (the old
+        // text SVG is removed before the new bytes land on the same local file).
         let h = ok_json(&p.hydrate(url, &[]).await);
         assert_eq!(h["mode"], json!("incremental"), "{label}: {h}");
         assert_eq!(
             counts(&h, &["downloaded", "deleted", "failed", "total_files"]),
-            [3, 2, 0, 12],
+            [4, 3, 0, 12],
             "{label}: {h}"
         );
         p.assert_round_trip();
