@@ -5,6 +5,7 @@ mod api_keys;
 mod cli;
 mod config_file;
 mod dev_serve;
+mod http_hardening;
 mod jwt;
 mod redis;
 mod shutdown;
