@@ -103,6 +103,15 @@ pub struct ServeArgs {
     /// Seconds to wait for a database connection before answering 503.
     #[arg(long, env = "PANAVERSITY_DB_ACQUIRE_TIMEOUT", default_value_t = 5)]
     pub db_acquire_timeout: u64,
+    /// Connections opened at start and kept open (pool warm-up).
+    #[arg(long, env = "PANAVERSITY_DB_MIN_CONNECTIONS", default_value_t = 1)]
+    pub db_min_connections: u32,
+    /// PostgreSQL statement timeout, seconds.
+    #[arg(long, env = "PANAVERSITY_DB_STATEMENT_TIMEOUT", default_value_t = 15)]
+    pub db_statement_timeout: u64,
+    /// Ping each pooled connection before handing it out (one extra round trip per acquire).
+    #[arg(long, env = "PANAVERSITY_DB_TEST_BEFORE_ACQUIRE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub db_test_before_acquire: bool,
     /// Do not load the sample book into an empty store.
     #[arg(long, env = "PANAVERSITY_NO_SAMPLE")]
     pub no_sample: bool,
@@ -266,6 +275,22 @@ impl ReadyCheck for StorageReady {
     }
 }
 
+/// The lesson source as last seen by the cache (no I/O): non-critical, cached lessons still serve.
+struct LessonSourceReady(Arc<study::lessons::LessonService>);
+
+#[async_trait::async_trait]
+impl ReadyCheck for LessonSourceReady {
+    async fn check(&self) -> Vec<CheckResult> {
+        let st = self.0.source_status();
+        let name = format!("lesson_source:{}", st.source);
+        vec![if st.healthy {
+            CheckResult::pass(name, false)
+        } else {
+            CheckResult::fail(name, false, st.last_error.unwrap_or_default())
+        }]
+    }
+}
+
 struct RedisReady(platform::ratelimit::RedisLimiter);
 
 #[async_trait::async_trait]
@@ -323,7 +348,10 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let pool = PoolSettings {
         max_connections: args.db_pool_size,
+        min_connections: args.db_min_connections.min(args.db_pool_size),
         acquire_timeout: Duration::from_secs(args.db_acquire_timeout),
+        statement_timeout: Duration::from_secs(args.db_statement_timeout),
+        test_before_acquire: args.db_test_before_acquire,
         ..Default::default()
     };
     let (db, engine) = open_engine(common, &args.storage, pool).await?;
@@ -462,6 +490,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => study::lessons::CacheConfig::memory(),
         };
         let lessons = Arc::new(study::lessons::LessonService::new(source, cache));
+        checks.push(Arc::new(LessonSourceReady(lessons.clone())));
         let llm = match study::llm::LlmConfig::from_env() {
             Some(cfg) => Some(study::llm::LlmClient::new(cfg)?),
             None => {
