@@ -31,7 +31,7 @@ enum Cmd {
     Serve(Box<serve::ServeArgs>),
     /// PanaversityFS operator commands.
     #[command(subcommand)]
-    Fs(cli_fs::FsCmd),
+    Fs(Box<cli_fs::FsCmd>),
     /// Apply or revert the database migrations of every component.
     Migrate {
         #[command(subcommand)]
@@ -41,11 +41,11 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     // A config file given by flag or env fills in unset environment variables before parsing.
-    if let Some(path) = config_path_from_args() {
-        if let Err(e) = config::apply_config_file_to_env(&path) {
-            eprintln!("error: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
+    if let Some(path) = config_path_from_args()
+        && let Err(e) = config::apply_config_file_to_env(&path)
+    {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::from(2);
     }
     let cli = Cli::parse();
     platform::telemetry::init_tracing(platform::telemetry::TracingConfig {
@@ -67,7 +67,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Serve(args) => serve::run(&cli.common, *args).await,
-            Cmd::Fs(cmd) => cli_fs::run(&cli.common, cmd).await,
+            Cmd::Fs(cmd) => cli_fs::run(&cli.common, *cmd).await,
             Cmd::Migrate { direction } => cli_fs::migrate(&cli.common, direction).await,
         }
     });

@@ -5,26 +5,26 @@
 //! migrations; [`engine`] implements the content operations with the hash protocol.
 //! This crate has no HTTP or MCP in it.
 
+pub mod archive;
 pub mod audit;
 pub mod db;
 pub mod engine;
-pub mod archive;
 pub mod error;
 pub mod fsck;
 pub mod ids;
-pub mod path;
 pub mod manifest;
+pub mod path;
 pub mod schema;
-pub mod storage;
 pub mod search;
+pub mod storage;
 pub mod validate;
 
+pub use engine::{
+    Actor, AssetOutcome, AssetStatus, BookInfo, DeleteOutcome, Engine, EngineConfig, JournalEntry,
+    Limits, ListView, ReadOutput, Source, VersionEntry, WriteMode, WriteOutcome,
+};
 pub use error::{ErrorCode, PfsError, Result};
 pub use ids::{BASE_USER, BookId, Namespace, UserId};
 pub use path::{Area, BookPath, DirPrefix};
 pub use schema::Profile;
-pub use engine::{
-    Actor, AssetOutcome, AssetStatus, BookInfo, DeleteOutcome, Engine, EngineConfig, JournalEntry, Limits,
-    ListView, ReadOutput, Source, VersionEntry, WriteMode, WriteOutcome,
-};
 pub use storage::{Storage, StorageConfig};

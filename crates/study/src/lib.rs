@@ -10,4 +10,4 @@ pub mod suggestions;
 pub mod turn;
 pub mod tutor;
 
-pub use turn::{HistoryMessage, Mode, Role, Tutor, TutorEvent, TurnInput};
+pub use turn::{HistoryMessage, Mode, Role, TurnInput, Tutor, TutorEvent};

@@ -292,3 +292,56 @@ async fn dev_mode_refuses_a_public_bind_unless_allowed() {
     assert_eq!(books["count"], json!(0), "{books}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn only_flag_serves_one_service() {
+    let tmp = TempData::new();
+    let data = tmp.data();
+    let http = client();
+    let chatkit = json!({"type": "threads.list", "params": {"limit": 5}});
+
+    let server = Server::start(
+        &data,
+        ServerOpts {
+            serve_args: vec!["--dev".into(), "--only".into(), "fs".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let books = server.mcp(&[]).ok("list_books", json!({})).await;
+    assert_eq!(books["count"], json!(1), "{books}");
+    let r = http
+        .post(format!("{}/chatkit", server.base))
+        .header("x-user-id", "student-1")
+        .json(&chatkit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "--only fs has no /chatkit");
+    server.stop().await;
+
+    let server = Server::start(
+        &data,
+        ServerOpts {
+            serve_args: vec!["--dev".into(), "--only".into(), "study".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = http
+        .post(format!("{}/chatkit", server.base))
+        .header("x-user-id", "student-1")
+        .json(&chatkit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"], json!([]), "{v}");
+    let a = server
+        .mcp(&[])
+        .raw(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}))
+        .await;
+    assert_eq!(a.status, 404, "--only study has no /mcp");
+    server.stop().await;
+}
