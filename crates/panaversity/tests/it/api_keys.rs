@@ -62,9 +62,31 @@ async fn api_key_lifecycle_on_sqlite_and_postgres() {
         let (writer_key, writer_id) = create_key(&data, &env, "agent-x", "read write").await;
         let (reader_key, _) = create_key(&data, &env, "agent-reader", "read").await;
         let (admin_key, _) = create_key(&data, &env, "ops-admin", "read write admin").await;
+        // Without --json stdout is exactly the key, so the README's
+        // `--header "Authorization: Bearer $(panaversity fs keys create …)"` works.
+        let plain = cli_ok(
+            &data,
+            &env,
+            &[
+                "fs",
+                "keys",
+                "create",
+                "--owner",
+                "claude-code",
+                "--scopes",
+                "read",
+            ],
+        )
+        .await;
+        let plain_key = plain.stdout.trim_end_matches('\n');
+        assert!(
+            plain_key.starts_with("pvk_") && !plain_key.contains(char::is_whitespace),
+            "{label}: {plain:?}"
+        );
+        assert!(plain.stderr.contains("shown only once"), "{plain:?}");
         let listed = cli_ok(&data, &env, &["fs", "keys", "list", "--json"]).await;
         let listed = listed.json();
-        assert_eq!(listed.as_array().unwrap().len(), 3, "{label}: {listed}");
+        assert_eq!(listed.as_array().unwrap().len(), 4, "{label}: {listed}");
         assert!(
             !listed.to_string().contains(&writer_key),
             "{label}: list never shows a key"
@@ -204,6 +226,11 @@ async fn api_key_lifecycle_on_sqlite_and_postgres() {
         }
         // The other keys are unaffected.
         assert_eq!(tools_list(&reader).await.status, 200, "{label}");
+        assert_eq!(
+            tools_list(&server.mcp_bearer(plain_key)).await.status,
+            200,
+            "{label}"
+        );
         server.stop().await;
     }
 }
