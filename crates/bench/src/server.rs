@@ -241,8 +241,9 @@ mod tests {
 
     #[test]
     fn own_process_has_rss() {
-        let hwm = proc_status_kib(std::process::id(), "VmHWM").unwrap();
+        // RSS first: the high-water mark read afterwards can only be larger or equal.
         let rss = proc_status_kib(std::process::id(), "VmRSS").unwrap();
+        let hwm = proc_status_kib(std::process::id(), "VmHWM").unwrap();
         assert!(hwm >= rss && rss > 0);
     }
 }
