@@ -149,10 +149,12 @@ pub fn apply_config_file_to_env(path: &Path) -> anyhow::Result<()> {
 
 /// The database URL: explicit, else a SQLite file in the data dir (created if missing).
 pub fn database_url(common: &Common) -> anyhow::Result<String> {
-    if let Some(url) = &common.database_url {
-        return Ok(url.clone());
-    }
-    if let Ok(url) = std::env::var("PANAVERSITY_DATABASE_URL") {
+    let explicit = common
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("PANAVERSITY_DATABASE_URL").ok());
+    if let Some(url) = explicit {
+        ensure_sqlite_parent(&url)?;
         return Ok(url);
     }
     std::fs::create_dir_all(&common.data_dir)
@@ -160,6 +162,28 @@ pub fn database_url(common: &Common) -> anyhow::Result<String> {
     Ok(platform::db::sqlite_url_for(
         &common.data_dir.join("panaversity.db"),
     ))
+}
+
+/// Create the directory of a `sqlite://path` database file so a fresh path works.
+fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the database directory {}", parent.display()))?;
+    }
+    Ok(())
 }
 
 /// Parse a boolean environment value the way operators write them.
