@@ -1016,20 +1016,8 @@ impl Engine {
             },
         )
         .await?;
-        enqueue_pending(&mut tx, book.as_str(), path.as_str(), user, seq).await?;
-        if let Some(f) = &self.inner.cfg.faults {
-            f.before_commit()?;
-        }
-        tx.commit().await.map_err(db_err("commit write"))?;
-        if let Some(f) = &self.inner.cfg.faults
-            && f.after_commit_crash()
-        {
-            return Err(PfsError::Internal(
-                "simulated crash after commit (test fault)".into(),
-            ));
-        }
-        self.materialize_logged(book.as_str(), path.as_str(), user)
-            .await;
+        self.commit_and_materialize(tx, book.as_str(), path.as_str(), user, seq, "commit write")
+            .await?;
         Ok(WriteOutcome {
             mode,
             sha256: sha.to_string(),
@@ -1247,11 +1235,31 @@ impl Engine {
             }
         };
         // Always enqueue: a stray canonical object (e.g. left by a crash) is removed too.
-        enqueue_pending(&mut tx, book.as_str(), path.as_str(), user, seq).await?;
+        self.commit_and_materialize(tx, book.as_str(), path.as_str(), user, seq, "commit delete")
+            .await?;
+        Ok(DeleteOutcome {
+            existed: prev.is_some(),
+            prev_hash: prev,
+        })
+    }
+
+    /// The common tail of every mutation: queue the canonical-key materialization in the same
+    /// transaction, commit (through the test fault hooks), then materialize. An `Err` after the
+    /// commit only comes from the simulated crash; the reconciler finishes that materialization.
+    async fn commit_and_materialize(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        book: &str,
+        path: &str,
+        user: &str,
+        ticket: i64,
+        what: &'static str,
+    ) -> Result<()> {
+        enqueue_pending(&mut tx, book, path, user, ticket).await?;
         if let Some(f) = &self.inner.cfg.faults {
             f.before_commit()?;
         }
-        tx.commit().await.map_err(db_err("commit delete"))?;
+        tx.commit().await.map_err(db_err(what))?;
         if let Some(f) = &self.inner.cfg.faults
             && f.after_commit_crash()
         {
@@ -1259,12 +1267,8 @@ impl Engine {
                 "simulated crash after commit (test fault)".into(),
             ));
         }
-        self.materialize_logged(book.as_str(), path.as_str(), user)
-            .await;
-        Ok(DeleteOutcome {
-            existed: prev.is_some(),
-            prev_hash: prev,
-        })
+        self.materialize_logged(book, path, user).await;
+        Ok(())
     }
 
     /// Write an audit row for a failed mutation (own transaction; failures are logged).
