@@ -216,6 +216,8 @@ pub struct ChatkitOpts {
     pub interval_ms: u64,
     /// Longest wait for every stream to be open at once.
     pub open_timeout_secs: u64,
+    /// Server database acquire timeout override (seconds); the server default when `None`.
+    pub db_acquire_timeout: Option<u64>,
 }
 
 #[derive(Default)]
@@ -317,8 +319,11 @@ pub async fn chatkit(env: &Env, o: &ChatkitOpts) -> anyhow::Result<()> {
         .env("OPENAI_API_KEY", "pv-bench")
         .env("STUDY_RATE_LIMIT", "100000000")
         .env("LLM_IDLE_TIMEOUT_SECS", "600")
-        .env("LLM_FIRST_TOKEN_TIMEOUT_SECS", "600")
-        .env("PANAVERSITY_DB_ACQUIRE_TIMEOUT", "120");
+        .env("LLM_FIRST_TOKEN_TIMEOUT_SECS", "600");
+    let spec = match o.db_acquire_timeout {
+        Some(secs) => spec.env("PANAVERSITY_DB_ACQUIRE_TIMEOUT", secs.to_string()),
+        None => spec,
+    };
     let (server, _) = Server::start(&spec).await?;
     let r = chatkit_run(&server, &llm, o).await;
     let tail = server.log_tail(5);

@@ -42,6 +42,37 @@ impl Env {
     }
 }
 
+/// CPU used by the server and by this bench process over a measured interval (the two share the
+/// machine's cores).
+struct CpuMeter {
+    t: Instant,
+    server: f64,
+    me: f64,
+}
+
+impl CpuMeter {
+    fn start(server: &Server) -> CpuMeter {
+        CpuMeter {
+            t: Instant::now(),
+            server: server.cpu_secs(),
+            me: crate::server::proc_cpu_secs(std::process::id()).unwrap_or(0.0),
+        }
+    }
+
+    /// Add `server_cpu_cores` / `bench_cpu_cores` (average cores busy) to the result.
+    fn finish(self, server: &Server, result: &mut Value, human: &mut Vec<String>) {
+        let wall = self.t.elapsed().as_secs_f64().max(1e-9);
+        let s = (server.cpu_secs() - self.server) / wall;
+        let me = (crate::server::proc_cpu_secs(std::process::id()).unwrap_or(0.0) - self.me) / wall;
+        human.push(format!(
+            "CPU over the run (incl. setup): server {s:.2} cores, bench client {me:.2} cores (machine: {} cores)",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        ));
+        result["server_cpu_cores"] = json!(round3(s));
+        result["bench_cpu_cores"] = json!(round3(me));
+    }
+}
+
 /// Run `n` futures made by `make(i)` with at most `concurrency` in flight; fail on the first error.
 async fn bounded<F, Fut>(n: usize, concurrency: usize, make: F) -> anyhow::Result<()>
 where
@@ -165,7 +196,12 @@ pub async fn write(env: &Env, o: &WriteOpts) -> anyhow::Result<()> {
     }
     let result = async {
         let (server, _) = Server::start(&spec).await?;
+        let cpu = CpuMeter::start(&server);
         let r = write_run(&server, o).await;
+        let r = r.map(|(mut v, mut h, c)| {
+            cpu.finish(&server, &mut v, &mut h);
+            (v, h, c)
+        });
         let metrics = server.metrics().await.unwrap_or_default();
         server.stop().await?;
         r.map(|v| (v, metrics))
@@ -436,7 +472,11 @@ async fn read_phase(
 pub async fn read(env: &Env, o: &ReadOpts) -> anyhow::Result<()> {
     let dir = env.tempdir("pv-bench-read-")?;
     let (server, _) = Server::start(&env.spec(dir.path())).await?;
-    let r = read_run(&server, o).await;
+    let cpu = CpuMeter::start(&server);
+    let r = read_run(&server, o).await.map(|(mut v, mut h, c)| {
+        cpu.finish(&server, &mut v, &mut h);
+        (v, h, c)
+    });
     server.stop().await?;
     let (result, human, checks) = r?;
     report("read", result, &human, checks);

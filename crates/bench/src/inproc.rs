@@ -276,7 +276,10 @@ pub async fn lesson_cache(o: &LessonCacheOpts) -> anyhow::Result<()> {
         let cfg = CacheConfig::redis(url, &prefix)
             .await
             .map_err(|e| anyhow::anyhow!("Redis lesson cache at {url}: {e}"))?;
-        backends.push(("redis", cfg));
+        // Default: an in-process L1 (30 s) in front of Redis; and Redis alone (every load
+        // reads Redis), the worst case of a replica that has not seen the lesson recently.
+        backends.push(("redis-only", cfg.clone().with_l1_ttl(Duration::ZERO)));
+        backends.push(("redis+l1", cfg));
     }
     for (name, cfg) in backends {
         let service = LessonService::new(source.clone(), cfg);
@@ -294,7 +297,7 @@ pub async fn lesson_cache(o: &LessonCacheOpts) -> anyhow::Result<()> {
             "<=",
             2.0,
         ));
-        if name == "redis" {
+        if name.starts_with("redis") {
             let _ = service.invalidate(None).await;
         }
     }

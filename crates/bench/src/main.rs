@@ -161,6 +161,9 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, default_value_t = 300)]
         open_timeout_secs: u64,
+        /// Override the server's database acquire timeout (seconds).
+        #[arg(long)]
+        db_acquire_timeout: Option<u64>,
     },
     /// Spawn → /health/ready 200, on fresh and on existing data directories.
     ColdStart {
@@ -312,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             deltas,
             interval_ms,
             open_timeout_secs,
+            db_acquire_timeout,
         } => {
             chatkit::chatkit(
                 &env,
@@ -323,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     deltas,
                     interval_ms,
                     open_timeout_secs,
+                    db_acquire_timeout,
                 },
             )
             .await

@@ -67,6 +67,8 @@ const SCRUBBED_ENV: &[&str] = &[
     "PANAVERSITY_DATA_DIR",
     "PANAVERSITY_BIND",
     "RUST_LOG",
+    "RUST_BACKTRACE",
+    "RUST_LIB_BACKTRACE",
     "STUDY_RATE_LIMIT",
 ];
 
@@ -169,6 +171,11 @@ impl Server {
         proc_status_kib(self.pid, "VmRSS")
     }
 
+    /// CPU time (user + system) the server process has used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        proc_cpu_secs(self.pid).unwrap_or(0.0)
+    }
+
     /// Open file descriptors of the server process.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
@@ -220,6 +227,27 @@ pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     parse_status_kib(&text, field).with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// CPU time (user + system, all threads) of process `pid` in seconds, from `/proc/<pid>/stat`.
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu_ticks(&text).map(|t| t as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line; the command name (field 2)
+/// may contain spaces, so fields are counted after its closing parenthesis.
+fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14 → index 11, stime index 12.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 fn parse_status_kib(text: &str, field: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -237,6 +265,13 @@ mod tests {
         assert_eq!(parse_status_kib(s, "VmHWM"), Some(4321));
         assert_eq!(parse_status_kib(s, "VmRSS"), Some(1234));
         assert_eq!(parse_status_kib(s, "VmSwap"), None);
+    }
+
+    #[test]
+    fn parses_proc_stat_cpu() {
+        let s = "123 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100";
+        assert_eq!(parse_stat_cpu_ticks(s), Some(300));
+        assert!(proc_cpu_secs(std::process::id()).is_some());
     }
 
     #[test]
