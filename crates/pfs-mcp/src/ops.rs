@@ -30,12 +30,12 @@ fn read_stream(
     engine: &Engine,
     entries: &[JournalEntry],
 ) -> impl futures::Stream<Item = Result<Bytes, PfsError>> + Send + 'static {
-    let jobs: Vec<(Engine, String)> = entries
+    let jobs: Vec<(Engine, String, u64)> = entries
         .iter()
-        .map(|e| (engine.clone(), e.sha256.clone()))
+        .map(|e| (engine.clone(), e.sha256.clone(), e.size))
         .collect();
     futures::stream::iter(jobs)
-        .map(|(engine, sha)| async move { engine.read_blob(&sha).await })
+        .map(|(engine, sha, size)| async move { engine.read_blob_sized(&sha, size).await })
         .buffered(READ_CONCURRENCY)
 }
 
@@ -441,7 +441,7 @@ impl PfsTools {
                     limit: max,
                 });
             }
-            let bytes = self.engine().read_blob(&entry.sha256).await?;
+            let bytes = self.engine().read_entry(&entry).await?;
             Some(base64::engine::general_purpose::STANDARD.encode(&bytes))
         } else {
             None
@@ -777,7 +777,7 @@ impl PfsTools {
                     None => Namespace::Base,
                 };
                 let text = match self.engine().stat(&book, &path, &ns).await? {
-                    Some(e) => match self.engine().read_blob(&e.sha256).await {
+                    Some(e) => match self.engine().read_entry(&e).await {
                         Ok(b) => String::from_utf8(b.to_vec()).ok(),
                         Err(_) => None,
                     },

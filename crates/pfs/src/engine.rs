@@ -530,7 +530,7 @@ impl Engine {
                 return Err(PfsError::not_found(format!("{path} in book {book}")));
             }
         };
-        let bytes = self.read_blob(&entry.sha256).await?;
+        let bytes = self.read_entry(&entry).await?;
         Ok(ReadOutput {
             bytes,
             entry,
@@ -606,6 +606,22 @@ impl Engine {
             ))),
             other => other,
         }
+    }
+
+    /// Read a blob whose size the journal records (the fast path for whole-file reads).
+    pub async fn read_blob_sized(&self, sha256: &str, size: u64) -> Result<Bytes> {
+        check_sha(sha256)?;
+        match self.inner.storage.get_sized(&blob_key(sha256), size).await {
+            Err(PfsError::NotFound { .. }) => Err(PfsError::Internal(format!(
+                "blob {sha256} named by the journal is missing from storage; run fsck"
+            ))),
+            other => other,
+        }
+    }
+
+    /// Read the bytes a journal entry names.
+    pub async fn read_entry(&self, entry: &JournalEntry) -> Result<Bytes> {
+        self.read_blob_sized(&entry.sha256, entry.size).await
     }
 
     /// A streaming reader over a blob (bounded memory; for archives and downloads).
