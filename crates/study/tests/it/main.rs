@@ -8,6 +8,7 @@ mod lessons_http;
 mod lessons_perf;
 mod lessons_pfs;
 mod lessons_source;
+mod llm_e2e;
 mod store;
 mod support;
 mod tutor_e2e;
