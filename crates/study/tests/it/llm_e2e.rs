@@ -522,6 +522,40 @@ async fn client_disconnect_during_an_llm_stall_saves_exactly_the_streamed_text()
 }
 
 #[tokio::test]
+async fn client_disconnect_during_a_stall_closes_the_upstream_connection() {
+    // fake_llm's abandonment counter only counts failed sends, which a stall never makes; this
+    // raw provider watches its socket instead.
+    let produced = ["Un ", "deux\n", "trois 🚀"];
+    for db in TestDb::all().await {
+        let raw = raw_llm(sse_body(&produced, false), true).await;
+        let unused = fake_llm::start(vec![]).await;
+        let env = start_with(db, unused, &raw.base_url, 0).await;
+        let ctx = env.backend;
+        let events = env
+            .read_then_drop(&create_body("Count for me", "ask"), produced.len())
+            .await;
+        assert_eq!(deltas_of(&events), produced.concat(), "{ctx}");
+        let tid = events[0]["thread"]["id"].as_str().unwrap().to_string();
+        let t0 = Instant::now();
+        while raw.closed.load(Ordering::SeqCst) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{ctx}: the upstream LLM connection outlived the client"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let items = crate::support::eventually(10, || async {
+            let items = env.items(&tid).await;
+            (items.len() == 2).then_some(items)
+        })
+        .await;
+        assert_eq!(item_text(&items[1]), produced.concat(), "{ctx}");
+        assert_eq!(raw.served.load(Ordering::SeqCst), 1);
+        env.validate();
+    }
+}
+
+#[tokio::test]
 async fn client_disconnect_cancels_the_upstream_llm_call() {
     for db in TestDb::all().await {
         let env = start(db, 0).await;
@@ -654,18 +688,31 @@ async fn every_character_the_model_produced_reaches_the_client() {
     }
 }
 
-/// A raw HTTP/1.1 Chat Completions server that sends a fixed SSE body in chunked encoding, one
-/// to three bytes per chunk, so multi-byte characters and frames are split across reads.
-/// Counts the requests it served.
-async fn byte_splitting_llm(sse: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+/// A raw HTTP/1.1 Chat Completions server.
+struct RawLlm {
+    base_url: String,
+    /// Requests answered.
+    served: Arc<AtomicUsize>,
+    /// Stalled answers whose client closed the connection (the upstream call was cancelled).
+    closed: Arc<AtomicUsize>,
+}
+
+/// Start a [`RawLlm`] that sends a fixed SSE body in chunked encoding, one to three bytes per
+/// chunk, so multi-byte characters and frames are split across reads. With `stall`, the body is
+/// never finished: the server waits (up to 60 s) for the client to close the connection and
+/// counts that in `closed`.
+async fn raw_llm(sse: Vec<u8>, stall: bool) -> RawLlm {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
     let count = served.clone();
+    let closed_count = closed.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let sse = sse.clone();
             let count = count.clone();
+            let closed_count = closed_count.clone();
             tokio::spawn(async move {
                 sock.set_nodelay(true).unwrap();
                 // Read the request head and its body (Content-Length).
@@ -709,44 +756,65 @@ async fn byte_splitting_llm(sse: Vec<u8>) -> (String, Arc<AtomicUsize>) {
                     i = end;
                     size = size % 3 + 1;
                 }
+                if stall {
+                    // Nothing more is sent: only the client closing ends this connection.
+                    let mut rest = [0u8; 64];
+                    if let Ok(Ok(0) | Err(_)) =
+                        tokio::time::timeout(Duration::from_secs(60), sock.read(&mut rest)).await
+                    {
+                        closed_count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
                 sock.write_all(b"0\r\n\r\n").await.unwrap();
                 let _ = sock.shutdown().await;
             });
         }
     });
-    (format!("http://{addr}/v1"), served)
+    RawLlm {
+        base_url: format!("http://{addr}/v1"),
+        served,
+        closed,
+    }
 }
 
-#[tokio::test]
-async fn characters_split_across_network_reads_arrive_intact() {
-    let mut sse = String::new();
+/// An OpenAI SSE body made of these deltas (LF and CRLF event separators alternate, as real
+/// providers differ), finished with `finish_reason` and `[DONE]` when `finish`.
+fn sse_body(deltas: &[&str], finish: bool) -> Vec<u8> {
     let chunk = |delta: Value, finish: Value| {
         json!({"id":"c","object":"chat.completion.chunk","created":0,"model":"ask-model",
                "choices":[{"index":0,"delta":delta,"finish_reason":finish}]})
     };
-    sse.push_str(&format!(
+    let mut sse = format!(
         "data: {}\n\n",
         chunk(json!({"role":"assistant","content":""}), Value::Null)
-    ));
-    for (i, d) in TRICKY.iter().enumerate() {
-        // Alternate LF and CRLF event separators, as real providers differ.
+    );
+    for (i, d) in deltas.iter().enumerate() {
         let sep = if i % 2 == 0 { "\n\n" } else { "\r\n\r\n" };
         sse.push_str(&format!(
             "data: {}{sep}",
             chunk(json!({"content": d}), Value::Null)
         ));
     }
-    sse.push_str(&format!("data: {}\n\n", chunk(json!({}), json!("stop"))));
-    sse.push_str("data: [DONE]\n\n");
+    if finish {
+        sse.push_str(&format!("data: {}\n\n", chunk(json!({}), json!("stop"))));
+        sse.push_str("data: [DONE]\n\n");
+    }
+    sse.into_bytes()
+}
+
+#[tokio::test]
+async fn characters_split_across_network_reads_arrive_intact() {
+    let sse = sse_body(&TRICKY, true);
     for db in TestDb::all().await {
-        let (base, served) = byte_splitting_llm(sse.clone().into_bytes()).await;
+        let raw = raw_llm(sse.clone(), false).await;
         let unused = fake_llm::start(vec![]).await;
-        let env = start_with(db, unused, &base, 0).await;
+        let env = start_with(db, unused, &raw.base_url, 0).await;
         let ctx = env.backend;
         let r = env.post(&create_body("Split me", "ask")).await;
         assert_eq!(r.status, 200, "{ctx} {}", r.text);
         assert!(r.errors().is_empty(), "{ctx} {}", r.text);
-        assert_eq!(served.load(Ordering::SeqCst), 1);
+        assert_eq!(raw.served.load(Ordering::SeqCst), 1);
         assert_eq!(r.deltas(), TRICKY.concat(), "{ctx}");
         let items = env.items(&r.thread_id()).await;
         assert_eq!(item_text(&items[1]), TRICKY.concat(), "{ctx}");
