@@ -806,24 +806,20 @@ impl PfsTools {
             .as_deref()
             .map(pfs::manifest::parse_manifest_hash)
             .transpose()?;
-        let current: Vec<(String, String)> = self
-            .engine()
-            .list(&book, ListView::Base, None)
-            .await?
-            .into_iter()
-            .map(|e| (e.path, e.sha256))
-            .collect();
-        let hash = pfs::manifest::manifest_hash(&current);
+        // Cached per book while unchanged (validated against the book's change counters).
+        let current = self.engine().base_manifest(&book).await?;
         self.engine()
-            .save_manifest_snapshot(&book, &hash, &current)
+            .save_base_manifest_snapshot(&book, &current)
             .await?;
         let target_entries = match &target {
-            Some(t) if *t != hash => self.engine().load_manifest_snapshot(&book, t).await?,
+            Some(t) if *t != current.manifest_hash => {
+                self.engine().load_manifest_snapshot(&book, t).await?
+            }
             _ => None,
         };
         let plan = pfs::manifest::plan_build(
             book.as_str(),
-            &current,
+            &current.entries,
             target.as_deref(),
             target_entries.as_deref(),
         );

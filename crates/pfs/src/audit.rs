@@ -492,8 +492,7 @@ impl AuditLog {
         }
         let mut tx = self
             .db
-            .pool
-            .begin_with(self.db.kind.begin_write())
+            .begin_write()
             .await
             .map_err(db_err("begin audit record"))?;
         let seq = append_in_tx(

@@ -20,14 +20,14 @@
 //! Reads serve the bytes of the blob the journal names, so a read always agrees with the journal,
 //! even before materialization.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use platform::db::Db;
+use platform::db::{Db, WriteTx};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -307,6 +307,26 @@ struct Inner {
     db: Db,
     storage: Storage,
     cfg: EngineConfig,
+    /// Base manifests by book id, each valid for the generation vector it was read at.
+    manifests: std::sync::Mutex<HashMap<String, Arc<BaseManifest>>>,
+}
+
+/// At most this many books keep a cached base manifest (the cache is cleared when full).
+const MANIFEST_CACHE_BOOKS: usize = 64;
+
+/// A book's base manifest (every base file's path and sha256, sorted by path) as of one committed
+/// state, from [`Engine::base_manifest`]. Shared from a per-engine cache while the book is
+/// unchanged.
+#[derive(Debug)]
+pub struct BaseManifest {
+    /// `(audit shard, generation)` of the book, sorted: names the committed state read.
+    generation: Vec<(i64, i64)>,
+    /// [`crate::manifest::manifest_hash`] of `entries`.
+    pub manifest_hash: String,
+    /// `(path, sha256)` sorted by path (byte order).
+    pub entries: Vec<(String, String)>,
+    /// Whether this engine has stored the snapshot of this manifest already.
+    snapshot_saved: AtomicBool,
 }
 
 /// The book store engine. Cheap to clone (an `Arc` inside).
@@ -374,7 +394,12 @@ impl Engine {
     pub async fn open(db: Db, storage: Storage, cfg: EngineConfig) -> Result<Engine> {
         pdb::migrate_up(&db).await?;
         let engine = Engine {
-            inner: Arc::new(Inner { db, storage, cfg }),
+            inner: Arc::new(Inner {
+                db,
+                storage,
+                cfg,
+                manifests: std::sync::Mutex::new(HashMap::new()),
+            }),
         };
         // Finish what a previous process committed but did not materialize. Bounded, so a
         // storage outage cannot hold up startup: whatever is left continues in the background
@@ -427,6 +452,7 @@ impl Engine {
             return Ok(info);
         }
         let profile = profile.unwrap_or(self.inner.cfg.default_profile);
+        let _w = self.inner.db.lock_writes().await;
         sqlx::query(
             "INSERT INTO books (book_id, profile, created_at) VALUES ($1, $2, $3) ON CONFLICT (book_id) DO NOTHING",
         )
@@ -436,6 +462,7 @@ impl Engine {
         .execute(&self.inner.db.pool)
         .await
         .map_err(db_err("create book"))?;
+        drop(_w);
         self.book(book)
             .await?
             .ok_or_else(|| PfsError::Internal("book row vanished right after insert".into()))
@@ -466,6 +493,7 @@ impl Engine {
     /// re-checked; `validate_book` reports them.
     pub async fn set_profile(&self, book: &BookId, profile: Profile) -> Result<()> {
         self.ensure_book(book, Some(profile)).await?;
+        let _w = self.inner.db.lock_writes().await;
         sqlx::query("UPDATE books SET profile = $1 WHERE book_id = $2")
             .bind(profile.as_str())
             .bind(book.as_str())
@@ -874,11 +902,7 @@ impl Engine {
         let backend = self.inner.storage.backend_name();
         let size_i =
             i64::try_from(size).map_err(|_| PfsError::InvalidInput("file too large".into()))?;
-        let mut tx = db
-            .pool
-            .begin_with(db.kind.begin_write())
-            .await
-            .map_err(db_err("begin write"))?;
+        let mut tx = db.begin_write().await.map_err(db_err("begin write"))?;
         let (cas, prev_hash, mode) = match &expected {
             Expect::Absent => {
                 // A create loses to an existing row (HASH_REQUIRED below). If the row it lost to
@@ -1196,11 +1220,7 @@ impl Engine {
         }
         let db = &self.inner.db;
         let user = ns.journal_user();
-        let mut tx = db
-            .pool
-            .begin_with(db.kind.begin_write())
-            .await
-            .map_err(db_err("begin delete"))?;
+        let mut tx = db.begin_write().await.map_err(db_err("begin delete"))?;
         let prev: Option<String> = sqlx::query_scalar(
             "DELETE FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3 RETURNING sha256",
         )
@@ -1264,13 +1284,16 @@ impl Engine {
     /// commit only comes from the simulated crash; the reconciler finishes that materialization.
     async fn commit_and_materialize(
         &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        mut tx: WriteTx,
         book: &str,
         path: &str,
         user: &str,
         ticket: i64,
         what: &'static str,
     ) -> Result<()> {
+        if user == BASE_USER {
+            bump_generation(&mut tx, book, path, user).await?;
+        }
         enqueue_pending(&mut tx, book, path, user, ticket).await?;
         if let Some(f) = &self.inner.cfg.faults {
             f.before_commit()?;
@@ -1303,8 +1326,7 @@ impl Engine {
         let msg = err.to_string();
         let res = async {
             let mut tx = db
-                .pool
-                .begin_with(db.kind.begin_write())
+                .begin_write()
                 .await
                 .map_err(db_err("begin failure audit"))?;
             audit::relax_failure_durability(&mut tx, self.inner.db.kind).await?;
@@ -1363,6 +1385,7 @@ impl Engine {
             }
             match ticket {
                 Some(t) => {
+                    let w = self.inner.db.lock_writes().await;
                     let done = sqlx::query(
                         "DELETE FROM pending_materializations \
                          WHERE book_id = $1 AND path = $2 AND user_id = $3 AND ticket = $4",
@@ -1376,6 +1399,7 @@ impl Engine {
                     .map_err(db_err("clear pending ticket"))?
                     .rows_affected()
                         == 1;
+                    drop(w);
                     if done {
                         return Ok(());
                     }
@@ -1512,6 +1536,7 @@ impl Engine {
             .map(|(p, s)| (p.as_str(), s.as_str()))
             .collect();
         let json = serde_json::to_string(&map).map_err(PfsError::internal)?;
+        let _w = self.inner.db.lock_writes().await;
         sqlx::query(
             "INSERT INTO manifest_snapshots (book_id, manifest_hash, created_at, file_count, content_json) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (book_id, manifest_hash) DO NOTHING",
@@ -1547,6 +1572,87 @@ impl Engine {
                 .map_err(|e| PfsError::Internal(format!("corrupt manifest snapshot: {e}")))
         })
         .transpose()
+    }
+
+    /// `(path, sha256)` of every base file of a book, sorted by path (byte order): the narrow
+    /// read behind [`Engine::base_manifest`].
+    pub async fn base_hashes(&self, book: &BookId) -> Result<Vec<(String, String)>> {
+        base_hash_rows(&self.inner.db.pool, book.as_str()).await
+    }
+
+    /// The book's current base manifest, cached per book.
+    ///
+    /// Every commit that changes a base row increments, in the same transaction, a counter of
+    /// the book (`book_generations`, one row per audit shard). A cached manifest is served when
+    /// the book's counters read now equal the ones read with the cached rows (in one snapshot),
+    /// so an unchanged book costs one small query instead of reading every row, and a write
+    /// through any engine or replica on the same database is seen by the next call.
+    pub async fn base_manifest(&self, book: &BookId) -> Result<Arc<BaseManifest>> {
+        let db = &self.inner.db;
+        let now = read_generation(&db.pool, book.as_str()).await?;
+        if let Some(hit) = self.cached_manifest(book.as_str(), &now) {
+            metrics::counter!("panaversityfs_manifest_cache_total", "result" => "hit").increment(1);
+            return Ok(hit);
+        }
+        metrics::counter!("panaversityfs_manifest_cache_total", "result" => "miss").increment(1);
+        // Counters and rows from one snapshot (SQLite WAL read transaction; PostgreSQL
+        // REPEATABLE READ), so the counters name exactly the rows read.
+        let begin = match db.kind {
+            platform::db::DbKind::Sqlite => "BEGIN",
+            platform::db::DbKind::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        };
+        let mut tx = db
+            .pool
+            .begin_with(begin)
+            .await
+            .map_err(db_err("begin manifest read"))?;
+        let generation = read_generation(&mut *tx, book.as_str()).await?;
+        let entries = base_hash_rows(&mut *tx, book.as_str()).await?;
+        tx.commit().await.map_err(db_err("end manifest read"))?;
+        let manifest = Arc::new(BaseManifest {
+            generation,
+            manifest_hash: crate::manifest::manifest_hash(&entries),
+            entries,
+            snapshot_saved: AtomicBool::new(false),
+        });
+        let mut cache = self
+            .inner
+            .manifests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MANIFEST_CACHE_BOOKS && !cache.contains_key(book.as_str()) {
+            cache.clear();
+        }
+        cache.insert(book.as_str().to_string(), manifest.clone());
+        Ok(manifest)
+    }
+
+    fn cached_manifest(&self, book: &str, generation: &[(i64, i64)]) -> Option<Arc<BaseManifest>> {
+        let cache = self
+            .inner
+            .manifests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(book)
+            .filter(|m| m.generation == generation)
+            .cloned()
+    }
+
+    /// [`Engine::save_manifest_snapshot`] of `manifest`, skipped when this engine stored it
+    /// already (snapshots are immutable and keyed by their hash).
+    pub async fn save_base_manifest_snapshot(
+        &self,
+        book: &BookId,
+        manifest: &BaseManifest,
+    ) -> Result<()> {
+        if manifest.snapshot_saved.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.save_manifest_snapshot(book, &manifest.manifest_hash, &manifest.entries)
+            .await?;
+        manifest.snapshot_saved.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Every journal row of every book and namespace (fsck).
@@ -1613,6 +1719,59 @@ fn decode_book(r: &sqlx::any::AnyRow) -> Result<BookInfo> {
         profile: Profile::parse(&profile)?,
         created_at: from_micros(r.try_get("created_at").map_err(&g)?),
     })
+}
+
+/// `(path, sha256)` of a book's base rows, sorted by path.
+async fn base_hash_rows<'c, E>(conn: E, book: &str) -> Result<Vec<(String, String)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let mut rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT path, sha256 FROM file_journal WHERE book_id = $1 AND user_id = $2")
+            .bind(book)
+            .bind(BASE_USER)
+            .fetch_all(conn)
+            .await
+            .map_err(db_err("read base manifest"))?;
+    // Sorted here, not in SQL: PostgreSQL collations need not be byte order.
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(rows)
+}
+
+/// Increment the book's generation counter of the change's audit shard (whose head row the
+/// transaction already holds), so cached base manifests of every engine on this database see the
+/// change (see [`Engine::base_manifest`]).
+async fn bump_generation(
+    conn: &mut sqlx::AnyConnection,
+    book: &str,
+    path: &str,
+    user: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO book_generations (book_id, shard, generation) VALUES ($1, $2, 1) \
+         ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1",
+    )
+    .bind(book)
+    .bind(audit::shard_of(book, path, user))
+    .execute(conn)
+    .await
+    .map_err(db_err("bump book generation"))?;
+    Ok(())
+}
+
+/// The generation vector of a book (see [`Engine::base_manifest`]).
+async fn read_generation<'c, E>(conn: E, book: &str) -> Result<Vec<(i64, i64)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT shard, generation FROM book_generations WHERE book_id = $1 ORDER BY shard",
+    )
+    .bind(book)
+    .fetch_all(conn)
+    .await
+    .map_err(db_err("read book generation"))?;
+    Ok(rows)
 }
 
 async fn enqueue_pending(

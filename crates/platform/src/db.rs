@@ -6,13 +6,15 @@
 //! stored as BIGINT microseconds since the Unix epoch (UTC) so ordering and range queries are
 //! identical on both backends.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Which SQL backend a pool talks to. Some statements differ (transaction start, upserts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +79,59 @@ impl Default for PoolSettings {
 }
 
 /// A connected pool plus its backend kind.
+///
+/// Write transactions should start with [`Db::begin_write`]: on SQLite it queues writers of this
+/// process on an async mutex (FIFO) instead of letting them sleep in SQLite's busy handler, whose
+/// 1, 2, 5 … 100 ms back-off turns lock waits into long tails. Clones share the lock.
 #[derive(Debug, Clone)]
 pub struct Db {
     pub pool: AnyPool,
     pub kind: DbKind,
+    write_lock: Arc<Mutex<()>>,
+}
+
+/// A write transaction from [`Db::begin_write`]. Derefs to the connection (`&mut *tx` is an
+/// executor). On SQLite it holds the process's write lock until [`WriteTx::commit`] /
+/// [`WriteTx::rollback`] or drop (which rolls back).
+pub struct WriteTx {
+    // Field order matters: the transaction is dropped (rollback queued) before the guard.
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commit, then release the write lock.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _guard } = self;
+        tx.commit().await
+    }
+
+    /// Roll back, then release the write lock.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _guard } = self;
+        tx.rollback().await
+    }
+}
+
+impl std::fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("serialized", &self._guard.is_some())
+            .finish()
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 static DRIVERS: Once = Once::new();
@@ -138,7 +189,34 @@ impl Db {
             .connect(url)
             .await
             .with_context(|| format!("connecting to the {} database", kind.as_str()))?;
-        Ok(Db { pool, kind })
+        Ok(Db::from_pool(pool, kind))
+    }
+
+    /// Wrap an existing pool (with a fresh write lock).
+    pub fn from_pool(pool: AnyPool, kind: DbKind) -> Db {
+        Db {
+            pool,
+            kind,
+            write_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// On SQLite, wait for this process's write lock (FIFO); `None` on PostgreSQL, which has
+    /// row-level locking. Hold the guard around an autocommit write statement so it queues
+    /// behind write transactions instead of sleeping in SQLite's busy handler.
+    pub async fn lock_writes(&self) -> Option<OwnedMutexGuard<()>> {
+        match self.kind {
+            DbKind::Sqlite => Some(self.write_lock.clone().lock_owned().await),
+            DbKind::Postgres => None,
+        }
+    }
+
+    /// Start a write transaction (`BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL). On SQLite
+    /// the process's write lock is taken first and held until commit, rollback or drop.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let guard = self.lock_writes().await;
+        let tx = self.pool.begin_with(self.kind.begin_write()).await?;
+        Ok(WriteTx { tx, _guard: guard })
     }
 
     /// `SELECT 1` round trip, for readiness probes.
@@ -350,5 +428,73 @@ mod tests {
         let db = t.connect().await;
         db.ping().await.unwrap();
         assert_eq!(db.kind, DbKind::Sqlite);
+    }
+
+    #[tokio::test]
+    async fn sqlite_write_transactions_queue_in_process() {
+        let t = TestDb::sqlite();
+        let db = t.connect().await;
+        sqlx::query("CREATE TABLE c (n BIGINT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO c (n) VALUES (0)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let first = db.begin_write().await.unwrap();
+        // While `first` is open a second writer (on a clone) waits for the in-process lock.
+        let db2 = db.clone();
+        let waiter = tokio::spawn(async move {
+            let mut tx = db2.begin_write().await.unwrap();
+            sqlx::query("UPDATE c SET n = n + 1")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "second writer must wait for the first"
+        );
+        first.rollback().await.unwrap();
+        waiter.await.unwrap();
+        // A dropped transaction releases the lock too.
+        {
+            let mut tx = db.begin_write().await.unwrap();
+            sqlx::query("UPDATE c SET n = 100")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..10 {
+                    let mut tx = db.begin_write().await.unwrap();
+                    let n: i64 = sqlx::query_scalar("SELECT n FROM c")
+                        .fetch_one(&mut *tx)
+                        .await
+                        .unwrap();
+                    sqlx::query("UPDATE c SET n = $1")
+                        .bind(n + 1)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let n: i64 = sqlx::query_scalar("SELECT n FROM c")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 161);
+        assert!(db.lock_writes().await.is_some());
     }
 }

@@ -4,6 +4,7 @@
 mod concurrency;
 mod content;
 mod faults;
+mod manifest_cache;
 mod migrations;
 mod props;
 mod s3;

@@ -167,8 +167,7 @@ impl ThreadStore {
     ) -> Result<(), StoreError> {
         let mut tx = self
             .db
-            .pool
-            .begin_with(self.db.kind.begin_write())
+            .begin_write()
             .await
             .map_err(db_err("starting a thread creation"))?;
         insert_thread(owner, meta)?
@@ -265,8 +264,7 @@ impl ThreadStore {
     pub async fn delete_thread(&self, owner: &Owner, thread_id: &str) -> Result<(), StoreError> {
         let mut tx = self
             .db
-            .pool
-            .begin_with(self.db.kind.begin_write())
+            .begin_write()
             .await
             .map_err(db_err("starting a delete"))?;
         let done =
@@ -541,8 +539,7 @@ impl ThreadStore {
     ) -> Result<(), StoreError> {
         let mut tx = self
             .db
-            .pool
-            .begin_with(self.db.kind.begin_write())
+            .begin_write()
             .await
             .map_err(db_err("starting feedback"))?;
         let now = Timestamp::now().micros();
