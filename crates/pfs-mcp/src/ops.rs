@@ -824,7 +824,36 @@ impl PfsTools {
             target_entries.as_deref(),
         );
         crate::metrics::delta_files(plan.changed_count);
-        mirror(&plan)
+        // Moved field by field (not through a JSON value): a plan can list every file of a book.
+        use pfs::manifest::{ChangeType, PlanStatus};
+        Ok(PlanBuildOutput {
+            status: match plan.status {
+                PlanStatus::Changed => "changed",
+                PlanStatus::Unchanged => "unchanged",
+            }
+            .to_string(),
+            manifest_hash: plan.manifest_hash,
+            files: plan
+                .files
+                .into_iter()
+                .map(|f| PlanFileOut {
+                    path: f.path,
+                    current_hash: f.current_hash,
+                    target_hash: f.target_hash,
+                    change_type: match f.change_type {
+                        ChangeType::Added => "added",
+                        ChangeType::Modified => "modified",
+                        ChangeType::Deleted => "deleted",
+                    }
+                    .to_string(),
+                })
+                .collect(),
+            changed_count: plan.changed_count,
+            total_files: plan.total_files,
+            book_id: plan.book_id,
+            target_manifest_hash: plan.target_manifest_hash,
+            warning: plan.warning,
+        })
     }
 
     pub(crate) async fn op_query_audit_log(

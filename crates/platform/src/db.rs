@@ -62,6 +62,7 @@ pub struct PoolSettings {
     pub statement_timeout: Duration,
     /// SQLite `busy_timeout`; ignored on PostgreSQL.
     pub busy_timeout: Duration,
+    /// Ping a pooled connection before handing it out (PostgreSQL only; ignored on SQLite).
     pub test_before_acquire: bool,
 }
 
@@ -155,7 +156,9 @@ impl Db {
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .test_before_acquire(settings.test_before_acquire);
+            // A SQLite connection is a local file handle that cannot go stale: pinging it on
+            // every acquire only adds a worker-thread round trip (also inside the write lock).
+            .test_before_acquire(settings.test_before_acquire && kind == DbKind::Postgres);
         match kind {
             DbKind::Sqlite => {
                 let busy_ms = settings.busy_timeout.as_millis();
