@@ -71,6 +71,7 @@ async fn real_llm_client_streams_and_completes_against_the_fake() {
 
 #[tokio::test]
 async fn hold_keeps_streams_open_until_release() {
+    platform::install_crypto_provider();
     let fake = spawn_fake(3, 1).await;
     let http = reqwest::Client::new();
     let post = |what: &'static str| {
