@@ -650,6 +650,11 @@ impl AuditLog {
             }
             head_seq = Some(total);
         }
+        metrics::counter!(
+            "panaversityfs_audit_chain_check_total",
+            "result" => if breaks.is_empty() { "valid" } else { "broken" }
+        )
+        .increment(1);
         Ok(ChainReport {
             valid: breaks.is_empty(),
             rows_checked,
