@@ -291,7 +291,7 @@ impl ReadyCheck for LessonSourceReady {
     }
 }
 
-struct RedisReady(platform::ratelimit::RedisLimiter);
+struct RedisReady(Arc<platform::ratelimit::RedisLimiter>);
 
 #[async_trait::async_trait]
 impl ReadyCheck for RedisReady {
@@ -428,21 +428,15 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let window = Duration::from_secs(args.rate_window_seconds.max(1));
         let limiter: Arc<dyn RateLimiter> = match &args.redis_url {
             Some(url) => {
-                let l = platform::ratelimit::RedisLimiter::new(
+                // One limiter (one Redis connection manager) serves requests and readiness.
+                let l = Arc::new(platform::ratelimit::RedisLimiter::new(
                     url,
                     "study:rl:",
                     args.rate_limit,
                     window,
-                )?;
-                checks.push(Arc::new(RedisReady(
-                    platform::ratelimit::RedisLimiter::new(
-                        url,
-                        "study:rl:",
-                        args.rate_limit,
-                        window,
-                    )?,
-                )));
-                Arc::new(l)
+                )?);
+                checks.push(Arc::new(RedisReady(l.clone())));
+                l
             }
             None => Arc::new(platform::ratelimit::MemoryLimiter::new(
                 args.rate_limit,
