@@ -67,9 +67,11 @@ enum Cmd {
         /// Upper bound of iterations per client.
         #[arg(long, default_value_t = 1_000_000)]
         max_ops: u64,
-        /// Skip the read: send the hash returned by the previous write.
+        /// Read the file (read_content) before every write and send the hash it returned, as an
+        /// agent that does not keep hashes would. By default each client sends the hash its
+        /// previous write returned, so the run measures write_content alone.
         #[arg(long)]
-        skip_read: bool,
+        with_read: bool,
         /// Server database pool size (default: the server's default).
         #[arg(long)]
         pool_size: Option<u32>,
@@ -218,7 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             clients,
             seconds,
             max_ops,
-            skip_read,
+            with_read,
             pool_size,
         } => {
             fs::write(
@@ -229,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     clients,
                     seconds,
                     max_ops_per_client: max_ops,
-                    skip_read,
+                    skip_read: !with_read,
                     pool_size,
                 },
             )

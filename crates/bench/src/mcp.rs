@@ -58,6 +58,11 @@ impl Mcp {
         })
     }
 
+    /// The server's base URL (`http://host:port`).
+    pub fn base(&self) -> &str {
+        self.url.strip_suffix("/mcp").unwrap_or(&self.url)
+    }
+
     /// The underlying HTTP client (for archive downloads).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
@@ -118,6 +123,129 @@ impl Mcp {
             .get("structuredContent")
             .cloned()
             .ok_or_else(|| CallError::Transport(format!("{tool}: no structuredContent")))
+    }
+}
+
+/// A `tools/call` request body, serialized once (load loops reuse it; the id may repeat because
+/// every POST to a stateless server is an independent exchange).
+pub fn call_body(tool: &str, args: &Value) -> bytes::Bytes {
+    bytes::Bytes::from(
+        serde_json::to_vec(&json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": args},
+        }))
+        .unwrap_or_default(),
+    )
+}
+
+/// What the read loop checks in a `read_content` answer, decoded without building a JSON tree
+/// (the content string is skipped, not copied).
+#[derive(serde::Deserialize)]
+struct ReadAnswer<'a> {
+    #[serde(borrow)]
+    result: Option<ReadResult<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReadResult<'a> {
+    #[serde(rename = "isError", default)]
+    is_error: bool,
+    #[serde(rename = "structuredContent", borrow)]
+    structured: Option<ReadStructured<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReadStructured<'a> {
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    file_hash_sha256: std::borrow::Cow<'a, str>,
+}
+
+/// One keep-alive HTTP/1.1 connection to `/mcp` for a load loop: no pool, no URL parsing and no
+/// header map building per request (the load generator shares two cores with the server, so its
+/// own cost per call shows up in the server's numbers).
+pub struct RawConn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    path: String,
+    host: http::HeaderValue,
+}
+
+impl RawConn {
+    /// Connect to `{base}/mcp` (`base` = `http://host:port`).
+    pub async fn connect(base: &str) -> anyhow::Result<RawConn> {
+        let uri: http::Uri = format!("{base}/mcp").parse().context("server URL")?;
+        let authority = uri.authority().context("server URL has no host")?.clone();
+        let stream = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .with_context(|| format!("connecting to {authority}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .context("HTTP/1.1 handshake")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(RawConn {
+            sender,
+            path: uri.path().to_string(),
+            host: http::HeaderValue::from_str(authority.as_str())?,
+        })
+    }
+
+    /// POST a prepared body; the raw answer body of a 2xx response.
+    pub async fn post(&mut self, body: bytes::Bytes) -> Result<bytes::Bytes, CallError> {
+        use http_body_util::BodyExt;
+        let t = |e: &dyn std::fmt::Display| CallError::Transport(e.to_string());
+        let req = http::Request::post(self.path.as_str())
+            .header(http::header::HOST, self.host.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .header("x-agent-id", "pv-bench")
+            .body(http_body_util::Full::new(body))
+            .map_err(|e| t(&e))?;
+        self.sender.ready().await.map_err(|e| t(&e))?;
+        let resp = self.sender.send_request(req).await.map_err(|e| t(&e))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| t(&e))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(CallError::Transport(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// `read_content` with a prepared body ([`call_body`]): the answer's `source` (`base` or
+    /// `overlay`), after checking it is a successful result carrying a 64-hex-digit hash.
+    pub async fn read_content(&mut self, body: bytes::Bytes) -> Result<String, CallError> {
+        let bytes = self.post(body).await?;
+        let bad = |why: &str| {
+            CallError::Transport(format!(
+                "read_content: {why}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            ))
+        };
+        let a: ReadAnswer<'_> =
+            serde_json::from_slice(&bytes).map_err(|e| bad(&format!("undecodable ({e})")))?;
+        let r = a.result.ok_or_else(|| bad("no result"))?;
+        if r.is_error {
+            return Err(bad("tool error"));
+        }
+        let sc = r.structured.ok_or_else(|| bad("no structuredContent"))?;
+        if sc.file_hash_sha256.len() != 64 {
+            return Err(bad("no file hash"));
+        }
+        Ok(sc.source.into_owned())
     }
 }
 

@@ -113,6 +113,10 @@ pub struct StorageArgs {
     /// Largest asset accepted by upload_asset, in MiB.
     #[arg(long, env = "PANAVERSITY_MAX_ASSET_SIZE_MB", default_value_t = 100)]
     pub max_asset_size_mb: u64,
+    /// Memory for small immutable blobs (files up to 1 MiB), in MiB; 0 turns the cache off.
+    /// Blobs are content-addressed, so a cached one is never stale.
+    #[arg(long, env = "PANAVERSITY_BLOB_CACHE_MB", default_value_t = 64)]
+    pub blob_cache_mb: u64,
     /// Schema profile of books created by their first write: `strict` or `docusaurus` (what
     /// `fs ingest` of a real docs tree needs).
     #[arg(long, env = "PANAVERSITY_DEFAULT_PROFILE", default_value = "strict")]

@@ -112,6 +112,11 @@ pub struct ServeArgs {
     /// Ping each pooled connection before handing it out (one extra round trip per acquire).
     #[arg(long, env = "PANAVERSITY_DB_TEST_BEFORE_ACQUIRE", default_value_t = true, action = clap::ArgAction::Set)]
     pub db_test_before_acquire: bool,
+    /// SQLite: run the hot lookups (a file's journal row on every read, the current hash before a
+    /// write) inline on query-only connections and write_content's transaction on one direct
+    /// write connection, instead of through the pool's worker threads (one hand-off per statement).
+    #[arg(long, env = "PANAVERSITY_DB_SQLITE_DIRECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub db_sqlite_direct: bool,
     /// Do not load the sample book into an empty store.
     #[arg(long, env = "PANAVERSITY_NO_SAMPLE")]
     pub no_sample: bool,
@@ -202,6 +207,7 @@ pub async fn open_engine(
                 max_asset_bytes: s.max_asset_size_mb * 1024 * 1024,
             },
             default_profile: s.default_profile,
+            blob_cache_bytes: s.blob_cache_mb.saturating_mul(1024 * 1024),
             ..Default::default()
         },
     )
@@ -352,6 +358,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         acquire_timeout: Duration::from_secs(args.db_acquire_timeout),
         statement_timeout: Duration::from_secs(args.db_statement_timeout),
         test_before_acquire: args.db_test_before_acquire,
+        sqlite_direct: args.db_sqlite_direct,
         ..Default::default()
     };
     let (db, engine) = open_engine(common, &args.storage, pool).await?;

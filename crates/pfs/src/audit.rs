@@ -171,16 +171,157 @@ impl AuditRow {
     }
 }
 
+/// Take a shard's lock (its head row) and read the hash of its last row.
+pub(crate) const SQL_LOCK_SHARD: &str =
+    "UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $1 RETURNING row_hash";
+/// The next seq on SQLite (serialized by the write lock; PostgreSQL uses a sequence).
+pub(crate) const SQL_NEXT_SEQ_SQLITE: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log";
+pub(crate) const SQL_INSERT_ROW: &str = "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, \
+     new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+pub(crate) const SQL_SET_HEAD: &str = "UPDATE audit_head SET row_hash = $1 WHERE shard = $2";
+
+/// PostgreSQL: take the shard lock and draw the seq in one round trip.
+const SQL_LOCK_SHARD_PG: &str = "UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $1 \
+     RETURNING row_hash, nextval('audit_log_seq') AS seq";
+/// PostgreSQL: the audit row, the head update, the book generation bump (when `$16`) and the
+/// pending materialization (ticket = seq) in one statement (data-modifying CTEs always run to
+/// completion, in this transaction).
+const SQL_APPEND_AND_ENQUEUE_PG: &str = "WITH a AS (INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, \
+     user_id, prev_hash, new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)), \
+     h AS (UPDATE audit_head SET row_hash = $14 WHERE shard = $2), \
+     g AS (INSERT INTO book_generations (book_id, shard, generation) SELECT $6, $2, 1 WHERE $16 \
+     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1) \
+     INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($6, $7, $8, $1) \
+     ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
+
+/// PostgreSQL: [`append_in_tx`] plus the commit's bookkeeping (book generation bump when
+/// `bump_generation`, pending materialization with ticket = seq) in two round trips instead of
+/// six. Returns the seq (the ticket).
+pub(crate) async fn append_and_enqueue_pg(
+    conn: &mut AnyConnection,
+    row: &NewAuditRow<'_>,
+    bump_generation: bool,
+) -> Result<i64> {
+    let shard = shard_of(row.book_id, row.path, row.user_id);
+    let head = sqlx::query(SQL_LOCK_SHARD_PG)
+        .bind(shard)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err("advance audit head"))?;
+    let g = db_err("audit head");
+    let prev_row_hash: String = head.try_get("row_hash").map_err(&g)?;
+    let seq: i64 = head.try_get("seq").map_err(&g)?;
+    let ts = now_micros();
+    let row_hash = compute_row_hash(
+        seq,
+        shard,
+        ts,
+        row.agent_id,
+        row.operation,
+        row.book_id,
+        row.path,
+        row.user_id,
+        row.prev_hash,
+        row.new_hash,
+        row.status,
+        row.error_message,
+        row.execution_time_ms,
+        &prev_row_hash,
+    );
+    sqlx::query(SQL_APPEND_AND_ENQUEUE_PG)
+        .bind(seq)
+        .bind(shard)
+        .bind(ts)
+        .bind(row.agent_id)
+        .bind(row.operation)
+        .bind(row.book_id)
+        .bind(row.path)
+        .bind(row.user_id)
+        .bind(row.prev_hash)
+        .bind(row.new_hash)
+        .bind(row.status)
+        .bind(row.error_message)
+        .bind(row.execution_time_ms)
+        .bind(&row_hash)
+        .bind(&prev_row_hash)
+        .bind(bump_generation)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err("insert audit row and enqueue materialization"))?;
+    Ok(seq)
+}
+
+/// [`append_in_tx`] on the synchronous SQLite write connection (inside its transaction).
+pub(crate) fn append_sync(
+    conn: &rusqlite::Connection,
+    row: &NewAuditRow<'_>,
+) -> rusqlite::Result<i64> {
+    use crate::db::sync_stmt;
+    let shard = shard_of(row.book_id, row.path, row.user_id);
+    let prev_row_hash: String = {
+        let mut st = sync_stmt(conn, SQL_LOCK_SHARD, &[&shard])?;
+        let mut rows = st.raw_query();
+        match rows.next()? {
+            Some(r) => r.get(0)?,
+            None => return Err(rusqlite::Error::QueryReturnedNoRows),
+        }
+    };
+    let seq: i64 = conn
+        .prepare_cached(SQL_NEXT_SEQ_SQLITE)?
+        .query_row([], |r| r.get(0))?;
+    let ts = now_micros();
+    let row_hash = compute_row_hash(
+        seq,
+        shard,
+        ts,
+        row.agent_id,
+        row.operation,
+        row.book_id,
+        row.path,
+        row.user_id,
+        row.prev_hash,
+        row.new_hash,
+        row.status,
+        row.error_message,
+        row.execution_time_ms,
+        &prev_row_hash,
+    );
+    sync_stmt(
+        conn,
+        SQL_INSERT_ROW,
+        &[
+            &seq,
+            &shard,
+            &ts,
+            &row.agent_id,
+            &row.operation,
+            &row.book_id,
+            &row.path,
+            &row.user_id,
+            &row.prev_hash,
+            &row.new_hash,
+            &row.status,
+            &row.error_message,
+            &row.execution_time_ms,
+            &row_hash,
+            &prev_row_hash,
+        ],
+    )?
+    .raw_execute()?;
+    sync_stmt(conn, SQL_SET_HEAD, &[&row_hash, &shard])?.raw_execute()?;
+    Ok(seq)
+}
+
 /// Take the shard lock of `row`'s key: `(shard, prev_row_hash)`.
 async fn lock_shard(conn: &mut AnyConnection, row: &NewAuditRow<'_>) -> Result<(i64, String)> {
     let shard = shard_of(row.book_id, row.path, row.user_id);
-    let head = sqlx::query(
-        "UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $1 RETURNING row_hash",
-    )
-    .bind(shard)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_err("advance audit head"))?;
+    let head = sqlx::query(SQL_LOCK_SHARD)
+        .bind(shard)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err("advance audit head"))?;
     let prev_row_hash: String = head
         .try_get("row_hash")
         .map_err(db_err("audit head hash"))?;
@@ -243,7 +384,7 @@ async fn append_at(
     let seq: i64 = if conn.backend_name() == "PostgreSQL" {
         sqlx::query_scalar("SELECT nextval('audit_log_seq')")
     } else {
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log")
+        sqlx::query_scalar(SQL_NEXT_SEQ_SQLITE)
     }
     .fetch_one(&mut *conn)
     .await
@@ -265,30 +406,26 @@ async fn append_at(
         row.execution_time_ms,
         prev_row_hash,
     );
-    sqlx::query(
-        "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, \
-         new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(seq)
-    .bind(shard)
-    .bind(ts)
-    .bind(row.agent_id)
-    .bind(row.operation)
-    .bind(row.book_id)
-    .bind(row.path)
-    .bind(row.user_id)
-    .bind(row.prev_hash)
-    .bind(row.new_hash)
-    .bind(row.status)
-    .bind(row.error_message)
-    .bind(row.execution_time_ms)
-    .bind(&row_hash)
-    .bind(prev_row_hash)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err("insert audit row"))?;
-    sqlx::query("UPDATE audit_head SET row_hash = $1 WHERE shard = $2")
+    sqlx::query(SQL_INSERT_ROW)
+        .bind(seq)
+        .bind(shard)
+        .bind(ts)
+        .bind(row.agent_id)
+        .bind(row.operation)
+        .bind(row.book_id)
+        .bind(row.path)
+        .bind(row.user_id)
+        .bind(row.prev_hash)
+        .bind(row.new_hash)
+        .bind(row.status)
+        .bind(row.error_message)
+        .bind(row.execution_time_ms)
+        .bind(&row_hash)
+        .bind(prev_row_hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err("insert audit row"))?;
+    sqlx::query(SQL_SET_HEAD)
         .bind(&row_hash)
         .bind(shard)
         .execute(&mut *conn)

@@ -77,6 +77,30 @@ pub(crate) fn db_err(ctx: &'static str) -> impl Fn(sqlx::Error) -> PfsError {
     move |e| PfsError::Internal(format!("database ({ctx}): {e}"))
 }
 
+/// Prepare (cached) `sql` written with PostgreSQL-style `$1…$n` placeholders on a rusqlite
+/// connection and bind `params[i-1]` to every `$i` by name: SQLite numbers named parameters in
+/// order of first appearance, so positional binding would mismatch `… $4 … $1 …`. The same SQL
+/// text thus serves the sqlx path and the synchronous path.
+pub(crate) fn sync_stmt<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    let mut st = conn.prepare_cached(sql)?;
+    for (i, p) in params.iter().enumerate() {
+        let name = format!("${}", i + 1);
+        if let Some(idx) = st.parameter_index(&name)? {
+            st.raw_bind_parameter(idx, p)?;
+        }
+    }
+    Ok(st)
+}
+
+/// Wrap an error of the inline SQLite reader with what we were doing.
+pub(crate) fn sync_db_err(ctx: &'static str) -> impl Fn(rusqlite::Error) -> PfsError {
+    move |e| PfsError::Internal(format!("database ({ctx}): {e}"))
+}
+
 /// Escape `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
 pub fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use platform::db::{Db, WriteTx};
+use platform::db::{Db, SyncRead, WriteTx};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -35,7 +35,10 @@ use crate::audit::{
     self, AuditLog, NewAuditRow, OP_DELETE_ASSET, OP_DELETE_CONTENT, OP_UPLOAD_ASSET,
     OP_WRITE_CONTENT, STATUS_CONFLICT, STATUS_ERROR, STATUS_SUCCESS,
 };
-use crate::db::{self as pdb, db_err, from_micros, like_escape, now_micros};
+use crate::blob_cache::BlobCache;
+use crate::db::{
+    self as pdb, db_err, from_micros, like_escape, now_micros, sync_db_err, sync_stmt,
+};
 use crate::error::{PfsError, Result};
 use crate::ids::{BASE_USER, BookId, Namespace, UserId};
 use crate::path::{Area, BookPath, DirPrefix, storage_key};
@@ -141,13 +144,29 @@ impl Faults {
 }
 
 /// Engine settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub limits: Limits,
     /// Schema profile of books created implicitly (first base write) or without a profile.
     pub default_profile: Profile,
+    /// Bytes of small blobs kept in memory ([`crate::blob_cache`]); 0 turns the cache off.
+    pub blob_cache_bytes: u64,
     /// Test-only fault hooks.
     pub faults: Option<Arc<Faults>>,
+}
+
+/// Default [`EngineConfig::blob_cache_bytes`]: 64 MiB.
+pub const DEFAULT_BLOB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            limits: Limits::default(),
+            default_profile: Profile::default(),
+            blob_cache_bytes: DEFAULT_BLOB_CACHE_BYTES,
+            faults: None,
+        }
+    }
 }
 
 /// Who performs a mutation: the `agent_id` of audit rows. Never empty, never `system`.
@@ -309,6 +328,8 @@ struct Inner {
     cfg: EngineConfig,
     /// Base manifests by book id, each valid for the generation vector it was read at.
     manifests: std::sync::Mutex<HashMap<String, Arc<BaseManifest>>>,
+    /// Small immutable blobs by sha256 (`None` when turned off).
+    blobs: Option<BlobCache>,
 }
 
 /// At most this many books keep a cached base manifest (the cache is cleared when full).
@@ -327,6 +348,22 @@ pub struct BaseManifest {
     pub entries: Vec<(String, String)>,
     /// Whether this engine has stored the snapshot of this manifest already.
     snapshot_saved: AtomicBool,
+}
+
+/// The inputs of [`Engine::commit_write_sync`], owned (they move to a blocking task).
+struct SyncWrite {
+    agent_id: String,
+    op: &'static str,
+    book: String,
+    path: String,
+    user: String,
+    sha: String,
+    size: i64,
+    now: i64,
+    backend: String,
+    /// `None`: create; `Some(h)`: update from `h`.
+    expected: Option<String>,
+    started: Instant,
 }
 
 /// The book store engine. Cheap to clone (an `Arc` inside).
@@ -393,12 +430,14 @@ impl Engine {
     /// committed but did not complete (up to 2 s inline, the rest in a background task).
     pub async fn open(db: Db, storage: Storage, cfg: EngineConfig) -> Result<Engine> {
         pdb::migrate_up(&db).await?;
+        let blobs = BlobCache::new(cfg.blob_cache_bytes);
         let engine = Engine {
             inner: Arc::new(Inner {
                 db,
                 storage,
                 cfg,
                 manifests: std::sync::Mutex::new(HashMap::new()),
+                blobs,
             }),
         };
         // Finish what a previous process committed but did not materialize. Bounded, so a
@@ -531,20 +570,13 @@ impl Engine {
         path: &BookPath,
         user: Option<&UserId>,
     ) -> Result<ReadOutput> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOURNAL_COLS} FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id IN ($3, $4)"
-        )))
-        .bind(book.as_str())
-        .bind(path.as_str())
-        .bind(BASE_USER)
-        .bind(user.map(UserId::as_str).unwrap_or(BASE_USER))
-        .fetch_all(&self.inner.db.pool)
-        .await
-        .map_err(db_err("read journal"))?;
+        let user = user.map(UserId::as_str).unwrap_or(BASE_USER);
         let mut base = None;
         let mut overlay = None;
-        for r in &rows {
-            let e = decode_entry(r)?;
+        for e in self
+            .journal_rows(book.as_str(), path.as_str(), user)
+            .await?
+        {
             if e.is_overlay() {
                 overlay = Some(e);
             } else {
@@ -564,6 +596,63 @@ impl Engine {
             entry,
             source,
         })
+    }
+
+    /// Run `f` inline on a query-only SQLite connection (see `platform::db::sqlite_read`):
+    /// `None` when there is none (PostgreSQL, in-memory SQLite) or SQLite asked the reader to
+    /// wait; the caller then uses the pool.
+    fn try_sync_read<T>(
+        &self,
+        ctx: &'static str,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Option<Result<T>> {
+        match self.inner.db.sync_reader()?.read(f) {
+            Ok(SyncRead::Done(v)) => Some(Ok(v)),
+            Ok(SyncRead::Busy) => {
+                metrics::counter!("panaversityfs_sqlite_sync_read_fallback_total").increment(1);
+                None
+            }
+            Err(e) => Some(Err(sync_db_err(ctx)(e))),
+        }
+    }
+
+    /// The journal rows of `path` for the base and for `user` (at most two; `user` may be the
+    /// base). One indexed lookup: inline on SQLite files (see `platform::db::sqlite_read`),
+    /// through the pool otherwise or when SQLite asks the reader to wait.
+    async fn journal_rows(&self, book: &str, path: &str, user: &str) -> Result<Vec<JournalEntry>> {
+        const SQL_SYNC: &str = "SELECT book_id, path, user_id, sha256, size, last_written_at, version, \
+             storage_backend FROM file_journal WHERE book_id = ?1 AND path = ?2 AND user_id IN (?3, ?4)";
+        let sync = self.try_sync_read("read journal", |c| {
+            let mut st = c.prepare_cached(SQL_SYNC)?;
+            let rows = st.query_map([book, path, BASE_USER, user], |r| {
+                let size: i64 = r.get(4)?;
+                Ok(JournalEntry {
+                    book_id: r.get(0)?,
+                    path: r.get(1)?,
+                    user_id: r.get(2)?,
+                    sha256: r.get(3)?,
+                    size: u64::try_from(size).unwrap_or(0),
+                    last_written_at: from_micros(r.get(5)?),
+                    version: r.get(6)?,
+                    storage_backend: r.get(7)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        });
+        if let Some(rows) = sync {
+            return rows;
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLS} FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id IN ($3, $4)"
+        )))
+        .bind(book)
+        .bind(path)
+        .bind(BASE_USER)
+        .bind(user)
+        .fetch_all(&self.inner.db.pool)
+        .await
+        .map_err(db_err("read journal"))?;
+        rows.iter().map(decode_entry).collect()
     }
 
     /// [`Engine::read`] as UTF-8 text (`INVALID_INPUT` if the file is not UTF-8).
@@ -637,12 +726,31 @@ impl Engine {
     }
 
     /// Read a blob whose size the journal records (the fast path for whole-file reads).
+    /// Small blobs come from the in-memory cache when present (blobs never change).
     pub async fn read_blob_sized(&self, sha256: &str, size: u64) -> Result<Bytes> {
         check_sha(sha256)?;
+        let cache = self
+            .inner
+            .blobs
+            .as_ref()
+            .filter(|c| size <= c.max_item_bytes());
+        if let Some(hit) = cache.and_then(|c| c.get(sha256)) {
+            return Ok(hit);
+        }
         match self.inner.storage.get_sized(&blob_key(sha256), size).await {
             Err(PfsError::NotFound { .. }) => Err(PfsError::Internal(format!(
                 "blob {sha256} named by the journal is missing from storage; run fsck"
             ))),
+            Ok(bytes) => {
+                // Only bytes of the size the journal records: a short or long read is not
+                // remembered (fsck reports such a blob).
+                if let Some(c) = cache
+                    && bytes.len() as u64 == size
+                {
+                    c.insert(sha256, &bytes);
+                }
+                Ok(bytes)
+            }
             other => other,
         }
     }
@@ -810,10 +918,16 @@ impl Engine {
         };
         let sha = sha256_hex(&bytes);
         let size = bytes.len() as u64;
+        // The bytes are stored under their hash before the journal names them, so remembering
+        // them now is right whether or not the commit below succeeds.
+        let cached = self.inner.blobs.as_ref().map(|c| (c, bytes.clone()));
         if let Err(e) = self.inner.storage.put_blob(&sha, bytes).await {
             self.audit_failure(actor, op, book, path, ns, &e, started)
                 .await;
             return Err(e);
+        }
+        if let Some((c, b)) = cached {
+            c.insert(&sha, &b);
         }
         self.commit_write(actor, op, book, path, ns, &sha, size, expected, started)
             .await
@@ -832,25 +946,12 @@ impl Engine {
                 "overlays hold content/ files only; write assets without user_id".into(),
             ));
         }
-        // One round trip for the book's profile and the file's current hash.
-        let row = sqlx::query(
-            "SELECT profile, (SELECT sha256 FROM file_journal \
-             WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha \
-             FROM books WHERE book_id = $1",
-        )
-        .bind(book.as_str())
-        .bind(path.as_str())
-        .bind(ns.journal_user())
-        .fetch_optional(&self.inner.db.pool)
-        .await
-        .map_err(db_err("read book and current hash"))?;
-        let (profile, current) = match row {
-            Some(r) => {
-                let g = db_err("decode book and current hash");
-                let profile: String = r.try_get("profile").map_err(&g)?;
-                let current: Option<String> = r.try_get("sha").map_err(&g)?;
-                (Profile::parse(&profile)?, current)
-            }
+        // One lookup for the book's profile and the file's current hash.
+        let (profile, current) = match self
+            .profile_and_hash(book.as_str(), path.as_str(), ns.journal_user())
+            .await?
+        {
+            Some((profile, current)) => (Profile::parse(&profile)?, current),
             None => (self.ensure_book(book, None).await?.profile, None),
         };
         profile.check(path)?;
@@ -882,6 +983,44 @@ impl Engine {
         Ok(current)
     }
 
+    /// The book's profile and the current sha256 of (path, user) in one lookup; `None` when the
+    /// book does not exist. Inline on SQLite files, like [`Engine::journal_rows`].
+    async fn profile_and_hash(
+        &self,
+        book: &str,
+        path: &str,
+        user: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        let sync = self.try_sync_read("read book and current hash", |c| {
+            let mut st = sync_stmt(c, SQL_PROFILE_AND_HASH, &[&book, &path, &user])?;
+            let mut rows = st.raw_query();
+            match rows.next()? {
+                Some(r) => Ok(Some((r.get(0)?, r.get(1)?))),
+                None => Ok(None),
+            }
+        });
+        if let Some(v) = sync {
+            return v;
+        }
+        let row = sqlx::query(SQL_PROFILE_AND_HASH)
+            .bind(book)
+            .bind(path)
+            .bind(user)
+            .fetch_optional(&self.inner.db.pool)
+            .await
+            .map_err(db_err("read book and current hash"))?;
+        match row {
+            Some(r) => {
+                let g = db_err("decode book and current hash");
+                Ok(Some((
+                    r.try_get("profile").map_err(&g)?,
+                    r.try_get("sha").map_err(&g)?,
+                )))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The journal transaction of a write (blob already stored), then materialization.
     #[allow(clippy::too_many_arguments)]
     async fn commit_write(
@@ -902,6 +1041,32 @@ impl Engine {
         let backend = self.inner.storage.backend_name();
         let size_i =
             i64::try_from(size).map_err(|_| PfsError::InvalidInput("file too large".into()))?;
+        if db.has_sync_writer() {
+            let w = SyncWrite {
+                agent_id: actor.agent_id().to_string(),
+                op,
+                book: book.as_str().to_string(),
+                path: path.as_str().to_string(),
+                user: user.to_string(),
+                sha: sha.to_string(),
+                size: size_i,
+                now,
+                backend: backend.to_string(),
+                expected: match &expected {
+                    Expect::Absent => None,
+                    Expect::Hash(h) => Some(h.clone()),
+                },
+                started,
+            };
+            if let Some(outcome) = self.commit_write_sync(w, size).await? {
+                return Ok(outcome);
+            }
+            // Lost the compare-and-swap: the pool path below finds the current state again
+            // and records the failure with the audit head held.
+        }
+        // PostgreSQL: the version row rides on the compare-and-swap statement, and the audit
+        // row with the commit's bookkeeping on one more (each statement is a network round trip).
+        let pg = db.kind == platform::db::DbKind::Postgres;
         let mut tx = db.begin_write().await.map_err(db_err("begin write"))?;
         let (cas, prev_hash, mode) = match &expected {
             Expect::Absent => {
@@ -910,22 +1075,23 @@ impl Engine {
                 // free again: insert again instead of reporting a conflict with nothing.
                 let mut v = None;
                 for _ in 0..3 {
-                    v = sqlx::query_scalar(
-                        "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
-                         SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
-                         WHERE book_id = $1 AND path = $2 AND user_id = $3 \
-                         ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version",
-                    )
+                    let q = sqlx::query_scalar(if pg {
+                        SQL_CREATE_JOURNAL_PG
+                    } else {
+                        SQL_CREATE_JOURNAL
+                    })
                     .bind(book.as_str())
                     .bind(path.as_str())
                     .bind(user)
                     .bind(sha)
                     .bind(size_i)
                     .bind(now)
-                    .bind(backend)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err("insert journal row"))?;
+                    .bind(backend);
+                    let q = if pg { q.bind(actor.agent_id()) } else { q };
+                    v = q
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err("insert journal row"))?;
                     if v.is_some() {
                         break;
                     }
@@ -945,11 +1111,11 @@ impl Engine {
                 (v, None, WriteMode::Created)
             }
             Expect::Hash(h) => {
-                let v: Option<i64> = sqlx::query_scalar(
-                    "UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
-                     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
-                     RETURNING version",
-                )
+                let q = sqlx::query_scalar(if pg {
+                    SQL_UPDATE_JOURNAL_CAS_PG
+                } else {
+                    SQL_UPDATE_JOURNAL_CAS
+                })
                 .bind(book.as_str())
                 .bind(path.as_str())
                 .bind(user)
@@ -957,10 +1123,12 @@ impl Engine {
                 .bind(size_i)
                 .bind(now)
                 .bind(backend)
-                .bind(h.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err("update journal row"))?;
+                .bind(h.as_str());
+                let q = if pg { q.bind(actor.agent_id()) } else { q };
+                let v: Option<i64> = q
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err("update journal row"))?;
                 (v, Some(h.clone()), WriteMode::Updated)
             }
         };
@@ -1025,39 +1193,55 @@ impl Engine {
             }
             return Err(err);
         };
-        sqlx::query(
-            "INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(book.as_str())
-        .bind(path.as_str())
-        .bind(user)
-        .bind(version)
-        .bind(sha)
-        .bind(size_i)
-        .bind(now)
-        .bind(actor.agent_id())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("insert version row"))?;
-        let seq = audit::append_in_tx(
-            &mut tx,
-            &NewAuditRow {
-                agent_id: actor.agent_id(),
-                operation: op,
-                book_id: book.as_str(),
-                path: path.as_str(),
-                user_id: user,
-                prev_hash: prev_hash.as_deref(),
-                new_hash: Some(sha),
-                status: STATUS_SUCCESS,
-                error_message: None,
-                execution_time_ms: Some(started.elapsed().as_millis() as i64),
-            },
-        )
-        .await?;
-        self.commit_and_materialize(tx, book.as_str(), path.as_str(), user, seq, "commit write")
+        let row = NewAuditRow {
+            agent_id: actor.agent_id(),
+            operation: op,
+            book_id: book.as_str(),
+            path: path.as_str(),
+            user_id: user,
+            prev_hash: prev_hash.as_deref(),
+            new_hash: Some(sha),
+            status: STATUS_SUCCESS,
+            error_message: None,
+            execution_time_ms: Some(started.elapsed().as_millis() as i64),
+        };
+        if pg {
+            let seq = audit::append_and_enqueue_pg(&mut tx, &row, user == BASE_USER).await?;
+            self.commit_enqueued(
+                tx,
+                book.as_str(),
+                path.as_str(),
+                user,
+                seq,
+                Some(sha),
+                "commit write",
+            )
             .await?;
+        } else {
+            sqlx::query(SQL_INSERT_VERSION)
+                .bind(book.as_str())
+                .bind(path.as_str())
+                .bind(user)
+                .bind(version)
+                .bind(sha)
+                .bind(size_i)
+                .bind(now)
+                .bind(actor.agent_id())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("insert version row"))?;
+            let seq = audit::append_in_tx(&mut tx, &row).await?;
+            self.commit_and_materialize(
+                tx,
+                book.as_str(),
+                path.as_str(),
+                user,
+                seq,
+                Some(sha),
+                "commit write",
+            )
+            .await?;
+        }
         Ok(WriteOutcome {
             mode,
             sha256: sha.to_string(),
@@ -1065,6 +1249,129 @@ impl Engine {
             prev_hash,
             version,
         })
+    }
+
+    /// [`Engine::commit_write`]'s transaction on the synchronous SQLite write connection: the
+    /// same statements (the same SQL text), run in one blocking task instead of one thread
+    /// hand-off per statement (see `platform::db::sqlite_read`). `None` when the compare-and-swap
+    /// finds another state (nothing was written; the caller takes the general path, which
+    /// reports and audits it).
+    async fn commit_write_sync(&self, w: SyncWrite, size: u64) -> Result<Option<WriteOutcome>> {
+        let faults = self.inner.cfg.faults.clone();
+        let (book, path, user) = (w.book.clone(), w.path.clone(), w.user.clone());
+        let (sha, prev_hash) = (w.sha.clone(), w.expected.clone());
+        let res = self
+            .inner
+            .db
+            .write_sync(
+                move |conn| -> rusqlite::Result<Result<Option<(i64, i64)>>> {
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let version: Option<i64> = {
+                        let mut st = match &w.expected {
+                            None => sync_stmt(
+                                &tx,
+                                SQL_CREATE_JOURNAL,
+                                &[
+                                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend,
+                                ],
+                            )?,
+                            Some(h) => sync_stmt(
+                                &tx,
+                                SQL_UPDATE_JOURNAL_CAS,
+                                &[
+                                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend,
+                                    h,
+                                ],
+                            )?,
+                        };
+                        let mut rows = st.raw_query();
+                        match rows.next()? {
+                            Some(r) => Some(r.get(0)?),
+                            None => None,
+                        }
+                    };
+                    let Some(version) = version else {
+                        // Dropping the transaction rolls it back.
+                        return Ok(Ok(None));
+                    };
+                    sync_stmt(
+                        &tx,
+                        SQL_INSERT_VERSION,
+                        &[
+                            &w.book,
+                            &w.path,
+                            &w.user,
+                            &version,
+                            &w.sha,
+                            &w.size,
+                            &w.now,
+                            &w.agent_id,
+                        ],
+                    )?
+                    .raw_execute()?;
+                    let seq = audit::append_sync(
+                        &tx,
+                        &NewAuditRow {
+                            agent_id: &w.agent_id,
+                            operation: w.op,
+                            book_id: &w.book,
+                            path: &w.path,
+                            user_id: &w.user,
+                            prev_hash: w.expected.as_deref(),
+                            new_hash: Some(&w.sha),
+                            status: STATUS_SUCCESS,
+                            error_message: None,
+                            execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
+                        },
+                    )?;
+                    if w.user == BASE_USER {
+                        let shard = audit::shard_of(&w.book, &w.path, &w.user);
+                        sync_stmt(&tx, SQL_BUMP_GENERATION, &[&w.book, &shard])?.raw_execute()?;
+                    }
+                    sync_stmt(&tx, SQL_ENQUEUE_PENDING, &[&w.book, &w.path, &w.user, &seq])?
+                        .raw_execute()?;
+                    if let Some(f) = &faults
+                        && let Err(e) = f.before_commit()
+                    {
+                        return Ok(Err(e));
+                    }
+                    tx.commit()?;
+                    Ok(Ok(Some((version, seq))))
+                },
+            )
+            .await;
+        let (version, seq) = match res {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                return Err(PfsError::Internal(format!(
+                    "database (commit write): {e:#}"
+                )));
+            }
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Ok(Ok(None))) => return Ok(None),
+            Some(Ok(Ok(Some(v)))) => v,
+        };
+        if let Some(f) = &self.inner.cfg.faults
+            && f.after_commit_crash()
+        {
+            return Err(PfsError::Internal(
+                "simulated crash after commit (test fault)".into(),
+            ));
+        }
+        self.materialize_committed(&book, &path, &user, seq, Some(&sha))
+            .await;
+        Ok(Some(WriteOutcome {
+            mode: if prev_hash.is_none() {
+                WriteMode::Created
+            } else {
+                WriteMode::Updated
+            },
+            sha256: sha,
+            size,
+            prev_hash,
+            version,
+        }))
     }
 
     /// Upload an asset (`static/…`): upsert with internal compare-and-swap retries. `Unchanged`
@@ -1271,8 +1578,16 @@ impl Engine {
             }
         };
         // Always enqueue: a stray canonical object (e.g. left by a crash) is removed too.
-        self.commit_and_materialize(tx, book.as_str(), path.as_str(), user, seq, "commit delete")
-            .await?;
+        self.commit_and_materialize(
+            tx,
+            book.as_str(),
+            path.as_str(),
+            user,
+            seq,
+            None,
+            "commit delete",
+        )
+        .await?;
         Ok(DeleteOutcome {
             existed: prev.is_some(),
             prev_hash: prev,
@@ -1282,6 +1597,9 @@ impl Engine {
     /// The common tail of every mutation: queue the canonical-key materialization in the same
     /// transaction, commit (through the test fault hooks), then materialize. An `Err` after the
     /// commit only comes from the simulated crash; the reconciler finishes that materialization.
+    /// `state` is what the transaction leaves at the key (the blob's sha256, or `None` for a
+    /// delete), applied without re-reading it (see [`Engine::materialize_committed`]).
+    #[allow(clippy::too_many_arguments)]
     async fn commit_and_materialize(
         &self,
         mut tx: WriteTx,
@@ -1289,6 +1607,7 @@ impl Engine {
         path: &str,
         user: &str,
         ticket: i64,
+        state: Option<&str>,
         what: &'static str,
     ) -> Result<()> {
         match (user == BASE_USER, self.inner.db.kind) {
@@ -1315,6 +1634,23 @@ impl Engine {
             }
             (false, _) => enqueue_pending(&mut tx, book, path, user, ticket).await?,
         }
+        self.commit_enqueued(tx, book, path, user, ticket, state, what)
+            .await
+    }
+
+    /// Commit a transaction that has enqueued its materialization with `ticket`, then
+    /// materialize `state` (see [`Engine::commit_and_materialize`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_enqueued(
+        &self,
+        tx: WriteTx,
+        book: &str,
+        path: &str,
+        user: &str,
+        ticket: i64,
+        state: Option<&str>,
+        what: &'static str,
+    ) -> Result<()> {
         if let Some(f) = &self.inner.cfg.faults {
             f.before_commit()?;
         }
@@ -1326,7 +1662,8 @@ impl Engine {
                 "simulated crash after commit (test fault)".into(),
             ));
         }
-        self.materialize_logged(book, path, user).await;
+        self.materialize_committed(book, path, user, ticket, state)
+            .await;
         Ok(())
     }
 
@@ -1376,6 +1713,39 @@ impl Engine {
 
     // ---------------------------------------------------------------- materialization
 
+    /// Materialize right after this process committed `state` at the key with pending `ticket`:
+    /// apply that state without reading it back, then confirm with the ticket. The confirmation
+    /// is the same as [`Engine::materialize`]'s (deleting the pending row `WHERE ticket = t`
+    /// succeeds only if no commit touched the key since ours, so what we applied is current);
+    /// when it fails, a later commit exists and the general loop takes over. Failures are logged
+    /// and left to the reconciler, as in [`Engine::materialize_logged`].
+    async fn materialize_committed(
+        &self,
+        book: &str,
+        path: &str,
+        user: &str,
+        ticket: i64,
+        state: Option<&str>,
+    ) {
+        let key = key_for(book, path, user);
+        let applied = match state {
+            Some(sha) => self.inner.storage.copy(&blob_key(sha), &key).await,
+            None => self.inner.storage.delete(&key).await,
+        };
+        let confirmed = match applied {
+            Ok(()) => self.clear_pending_ticket(book, path, user, ticket).await,
+            Err(e) => Err(e),
+        };
+        match confirmed {
+            Ok(true) => {}
+            Ok(false) => self.materialize_logged(book, path, user).await,
+            Err(e) => {
+                metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
+                tracing::warn!(error = %e, book, path, user, "materialization deferred; the reconciler or fsck will finish it");
+            }
+        }
+    }
+
     async fn materialize_logged(&self, book: &str, path: &str, user: &str) {
         if let Err(e) = self.materialize(book, path, user).await {
             metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
@@ -1405,22 +1775,7 @@ impl Engine {
             }
             match ticket {
                 Some(t) => {
-                    let w = self.inner.db.lock_writes().await;
-                    let done = sqlx::query(
-                        "DELETE FROM pending_materializations \
-                         WHERE book_id = $1 AND path = $2 AND user_id = $3 AND ticket = $4",
-                    )
-                    .bind(book)
-                    .bind(path)
-                    .bind(user)
-                    .bind(t)
-                    .execute(&self.inner.db.pool)
-                    .await
-                    .map_err(db_err("clear pending ticket"))?
-                    .rows_affected()
-                        == 1;
-                    drop(w);
-                    if done {
+                    if self.clear_pending_ticket(book, path, user, t).await? {
                         return Ok(());
                     }
                 }
@@ -1437,6 +1792,41 @@ impl Engine {
         )))
     }
 
+    /// Delete the pending row of a key if it still holds `ticket`; whether it did.
+    async fn clear_pending_ticket(
+        &self,
+        book: &str,
+        path: &str,
+        user: &str,
+        ticket: i64,
+    ) -> Result<bool> {
+        const SQL: &str = "DELETE FROM pending_materializations \
+             WHERE book_id = $1 AND path = $2 AND user_id = $3 AND ticket = $4";
+        let (b, p, u) = (book.to_string(), path.to_string(), user.to_string());
+        if let Some(r) = self
+            .inner
+            .db
+            .write_sync(move |c| sync_stmt(c, SQL, &[&b, &p, &u, &ticket])?.raw_execute())
+            .await
+        {
+            return r.map(|n| n == 1).map_err(|e| {
+                PfsError::Internal(format!("database (clear pending ticket): {e:#}"))
+            });
+        }
+        let w = self.inner.db.lock_writes().await;
+        let n = sqlx::query(SQL)
+            .bind(book)
+            .bind(path)
+            .bind(user)
+            .bind(ticket)
+            .execute(&self.inner.db.pool)
+            .await
+            .map_err(db_err("clear pending ticket"))?
+            .rows_affected();
+        drop(w);
+        Ok(n == 1)
+    }
+
     /// The pending ticket and journal hash of a key, read in one statement.
     async fn pending_and_state(
         &self,
@@ -1444,18 +1834,23 @@ impl Engine {
         path: &str,
         user: &str,
     ) -> Result<(Option<i64>, Option<String>)> {
-        let row = sqlx::query(
-            "SELECT (SELECT ticket FROM pending_materializations \
-                     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS ticket, \
-                    (SELECT sha256 FROM file_journal \
-                     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha",
-        )
-        .bind(book)
-        .bind(path)
-        .bind(user)
-        .fetch_one(&self.inner.db.pool)
-        .await
-        .map_err(db_err("read materialization state"))?;
+        let sync = self.try_sync_read("read materialization state", |c| {
+            sync_stmt(c, SQL_PENDING_AND_STATE, &[&book, &path, &user])?
+                .raw_query()
+                .next()?
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap_or(Err(rusqlite::Error::QueryReturnedNoRows))
+        });
+        if let Some(v) = sync {
+            return v;
+        }
+        let row = sqlx::query(SQL_PENDING_AND_STATE)
+            .bind(book)
+            .bind(path)
+            .bind(user)
+            .fetch_one(&self.inner.db.pool)
+            .await
+            .map_err(db_err("read materialization state"))?;
         let g = db_err("decode materialization state");
         Ok((
             row.try_get("ticket").map_err(&g)?,
@@ -1761,21 +2156,54 @@ where
 /// Increment the book's generation counter of the change's audit shard (whose head row the
 /// transaction already holds), so cached base manifests of every engine on this database see the
 /// change (see [`Engine::base_manifest`]).
+/// A book's profile and the current hash of one key (no row: the book does not exist).
+const SQL_PROFILE_AND_HASH: &str = "SELECT profile, (SELECT sha256 FROM file_journal \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha FROM books WHERE book_id = $1";
+/// The pending ticket and the journal hash of one key, in one snapshot.
+const SQL_PENDING_AND_STATE: &str = "SELECT (SELECT ticket FROM pending_materializations \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS ticket, \
+     (SELECT sha256 FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha";
+/// Create a journal row (the version continues a deleted file's history); no row if the key exists.
+const SQL_CREATE_JOURNAL: &str = "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version";
+/// [`SQL_CREATE_JOURNAL`] plus its version row (agent `$8`), one PostgreSQL statement.
+const SQL_CREATE_JOURNAL_PG: &str = "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version) \
+     INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $8 FROM j RETURNING version";
+/// [`SQL_UPDATE_JOURNAL_CAS`] plus its version row (agent `$9`), one PostgreSQL statement.
+const SQL_UPDATE_JOURNAL_CAS_PG: &str = "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+     RETURNING version) \
+     INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version";
+/// The compare-and-swap of an update: changes the row only if it still holds the expected hash.
+const SQL_UPDATE_JOURNAL_CAS: &str = "UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+     RETURNING version";
+const SQL_INSERT_VERSION: &str = "INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const SQL_BUMP_GENERATION: &str = "INSERT INTO book_generations (book_id, shard, generation) VALUES ($1, $2, 1) \
+     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1";
+const SQL_ENQUEUE_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
+
 async fn bump_generation(
     conn: &mut sqlx::AnyConnection,
     book: &str,
     path: &str,
     user: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO book_generations (book_id, shard, generation) VALUES ($1, $2, 1) \
-         ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1",
-    )
-    .bind(book)
-    .bind(audit::shard_of(book, path, user))
-    .execute(conn)
-    .await
-    .map_err(db_err("bump book generation"))?;
+    sqlx::query(SQL_BUMP_GENERATION)
+        .bind(book)
+        .bind(audit::shard_of(book, path, user))
+        .execute(conn)
+        .await
+        .map_err(db_err("bump book generation"))?;
     Ok(())
 }
 
@@ -1801,17 +2229,14 @@ async fn enqueue_pending(
     user: &str,
     ticket: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket",
-    )
-    .bind(book)
-    .bind(path)
-    .bind(user)
-    .bind(ticket)
-    .execute(conn)
-    .await
-    .map_err(db_err("enqueue materialization"))?;
+    sqlx::query(SQL_ENQUEUE_PENDING)
+        .bind(book)
+        .bind(path)
+        .bind(user)
+        .bind(ticket)
+        .execute(conn)
+        .await
+        .map_err(db_err("enqueue materialization"))?;
     Ok(())
 }
 

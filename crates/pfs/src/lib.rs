@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod blob_cache;
 pub mod db;
 pub mod engine;
 pub mod error;

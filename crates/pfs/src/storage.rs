@@ -218,6 +218,102 @@ pub struct Storage {
     op: Operator,
     backend: &'static str,
     faults: Option<Arc<FaultPlan>>,
+    /// For the fs backend: the hot paths (blob put, copy, sized read) run as one blocking call
+    /// each with `std::fs` instead of OpenDAL's one `spawn_blocking` per file operation
+    /// (measured: ~10 thread hand-offs per write_content, the largest cost after the database).
+    fs: Option<Arc<FsPaths>>,
+}
+
+/// Root and atomic-write directory of an fs store.
+#[derive(Debug)]
+struct FsPaths {
+    root: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+}
+
+impl FsPaths {
+    /// The file of `key` (keys are validated book paths or internal blob keys: relative, no
+    /// `..`, no empty segments).
+    fn file(&self, key: &str) -> std::path::PathBuf {
+        self.root.join(key)
+    }
+
+    /// Write `bytes` to `key` atomically: a new temp file, fsync, rename over the target. Skipped
+    /// when `skip_if_size` matches the size of an existing target (blobs are content-addressed).
+    fn write_atomic(&self, key: &str, bytes: &[u8], skip_if_size: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        let target = self.file(key);
+        if skip_if_size
+            && let Ok(m) = std::fs::metadata(&target)
+            && m.len() == bytes.len() as u64
+        {
+            return Ok(());
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::create_dir_all(&self.tmp)?;
+        let name = key.rsplit('/').next().unwrap_or("object");
+        let tmp = self
+            .tmp
+            .join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
+        let res = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &target)
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    /// Copy `from` to `to` (creating `to`'s directory).
+    fn copy(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let target = self.file(to);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(self.file(from), target).map(|_| ())
+    }
+
+    /// Read exactly the first `size` bytes of `key` (fewer if the file is shorter).
+    fn read_sized(&self, key: &str, size: u64) -> std::io::Result<Bytes> {
+        use std::io::Read;
+        let f = std::fs::File::open(self.file(key))?;
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        f.take(size).read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Map a local-file error like an OpenDAL one (no paths in the message).
+fn fs_error(e: std::io::Error) -> PfsError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        PfsError::NotFound {
+            what: "object".into(),
+        }
+    } else {
+        tracing::warn!(error = %e, "storage error");
+        PfsError::Storage(format!(
+            "{} (the storage backend failed; retry later)",
+            e.kind()
+        ))
+    }
+}
+
+/// Run a blocking local-file operation on the blocking pool.
+async fn fs_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(fs_error),
+        Err(e) => Err(PfsError::Storage(format!("storage task failed: {e}"))),
+    }
 }
 
 impl fmt::Debug for Storage {
@@ -242,10 +338,15 @@ impl Storage {
     /// Build the store with explicit retry/timeout options.
     pub fn with_options(cfg: &StorageConfig, opts: &StorageOptions) -> Result<Storage> {
         init_process();
+        let mut fs = None;
         let (op, backend) = match cfg {
             StorageConfig::Fs { root } => {
                 let root_s = root.to_string_lossy().to_string();
                 let tmp = root.join("_pfs").join("tmp");
+                fs = Some(Arc::new(FsPaths {
+                    root: root.clone(),
+                    tmp: tmp.clone(),
+                }));
                 let b = opendal::services::Fs::default()
                     .root(&root_s)
                     .atomic_write_dir(&tmp.to_string_lossy());
@@ -297,6 +398,7 @@ impl Storage {
             op,
             backend,
             faults: None,
+            fs,
         })
     }
 
@@ -362,6 +464,10 @@ impl Storage {
             return self.get(key).await;
         }
         self.fault_before(FaultOp::Get, key)?;
+        if let Some(fs) = &self.fs {
+            let (fs, key) = (fs.clone(), key.to_string());
+            return fs_blocking(move || fs.read_sized(&key, size)).await;
+        }
         Ok(self
             .op
             .read_with(key)
@@ -405,7 +511,10 @@ impl Storage {
     /// their durable blob), else a streamed read into a write (memory).
     pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let d = self.fault_before(FaultOp::Copy, to)?;
-        if self.op.info().capability().copy {
+        if let Some(fs) = &self.fs {
+            let (fs, from_k, to_k) = (fs.clone(), from.to_string(), to.to_string());
+            fs_blocking(move || fs.copy(&from_k, &to_k)).await?;
+        } else if self.op.info().capability().copy {
             self.op.copy(from, to).await?;
         } else {
             let mut stream = self.op.reader(from).await?.into_stream(..).await?;
@@ -482,6 +591,12 @@ impl Storage {
     /// there. The caller computed `sha256` from `bytes`.
     pub async fn put_blob(&self, sha256: &str, bytes: Bytes) -> Result<()> {
         let key = blob_key(sha256);
+        if let Some(fs) = &self.fs {
+            let d = self.fault_before(FaultOp::Put, &key)?;
+            let (fs, k) = (fs.clone(), key.clone());
+            fs_blocking(move || fs.write_atomic(&k, &bytes, true)).await?;
+            return Self::fault_after(d, FaultOp::Put, &key);
+        }
         if self.stat(&key).await? == Some(bytes.len() as u64) {
             return Ok(());
         }

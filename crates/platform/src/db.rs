@@ -16,6 +16,10 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+pub mod sqlite_read;
+
+pub use sqlite_read::{SqliteReader, SqliteWriter, SyncRead};
+
 /// Which SQL backend a pool talks to. Some statements differ (transaction start, upserts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -64,6 +68,10 @@ pub struct PoolSettings {
     pub busy_timeout: Duration,
     /// Ping a pooled connection before handing it out (PostgreSQL only; ignored on SQLite).
     pub test_before_acquire: bool,
+    /// SQLite files: hot point lookups run inline on query-only connections and
+    /// [`Db::write_sync`] is available (one direct write connection), instead of everything going
+    /// through the pool's worker threads ([`sqlite_read`]). Ignored on PostgreSQL.
+    pub sqlite_direct: bool,
 }
 
 impl Default for PoolSettings {
@@ -75,6 +83,7 @@ impl Default for PoolSettings {
             statement_timeout: Duration::from_secs(15),
             busy_timeout: Duration::from_secs(10),
             test_before_acquire: true,
+            sqlite_direct: true,
         }
     }
 }
@@ -89,6 +98,11 @@ pub struct Db {
     pub pool: AnyPool,
     pub kind: DbKind,
     write_lock: Arc<Mutex<()>>,
+    /// Inline query-only connections for hot point lookups (SQLite files only; see
+    /// [`sqlite_read`]).
+    sync_reader: Option<Arc<SqliteReader>>,
+    /// The synchronous write connection for hot write transactions (SQLite files only).
+    sync_writer: Option<Arc<SqliteWriter>>,
 }
 
 /// A write transaction from [`Db::begin_write`]. Derefs to the connection (`&mut *tx` is an
@@ -192,16 +206,32 @@ impl Db {
             .connect(url)
             .await
             .with_context(|| format!("connecting to the {} database", kind.as_str()))?;
-        Ok(Db::from_pool(pool, kind))
+        let mut db = Db::from_pool(pool, kind);
+        if kind == DbKind::Sqlite && settings.sqlite_direct {
+            // The pool has opened (and, with mode=rwc, created) the file by now.
+            let file = sqlite_read::sqlite_file_of(url).filter(|p| p.is_file());
+            db.sync_reader = file.as_deref().map(|p| Arc::new(SqliteReader::new(p)));
+            db.sync_writer = file
+                .as_deref()
+                .map(|p| Arc::new(SqliteWriter::new(p, settings.busy_timeout)));
+        }
+        Ok(db)
     }
 
-    /// Wrap an existing pool (with a fresh write lock).
+    /// Wrap an existing pool (with a fresh write lock, without inline SQLite reads).
     pub fn from_pool(pool: AnyPool, kind: DbKind) -> Db {
         Db {
             pool,
             kind,
             write_lock: Arc::new(Mutex::new(())),
+            sync_reader: None,
+            sync_writer: None,
         }
+    }
+
+    /// The inline SQLite reader, when this is a SQLite file database (see [`sqlite_read`]).
+    pub fn sync_reader(&self) -> Option<&SqliteReader> {
+        self.sync_reader.as_deref()
     }
 
     /// On SQLite, wait for this process's write lock (FIFO); `None` on PostgreSQL, which has
@@ -212,6 +242,34 @@ impl Db {
             DbKind::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             DbKind::Postgres => None,
         }
+    }
+
+    /// Whether [`Db::write_sync`] is available (a SQLite file database).
+    pub fn has_sync_writer(&self) -> bool {
+        self.sync_writer.is_some()
+    }
+
+    /// Run `f` on the synchronous SQLite write connection in one blocking task, holding this
+    /// process's write lock (so it queues FIFO with [`Db::begin_write`] transactions). `f` runs
+    /// its own `BEGIN IMMEDIATE … COMMIT`. `None` when unavailable (PostgreSQL, in-memory
+    /// SQLite): use [`Db::begin_write`] instead.
+    pub async fn write_sync<T, F>(&self, f: F) -> Option<anyhow::Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let writer = self.sync_writer.clone()?;
+        let guard = self.lock_writes().await;
+        let res = tokio::task::spawn_blocking(move || {
+            let out = writer.run(f);
+            drop(guard);
+            out
+        })
+        .await;
+        Some(match res {
+            Ok(r) => r.context("sqlite write transaction"),
+            Err(e) => Err(anyhow::anyhow!("sqlite write task failed: {e}")),
+        })
     }
 
     /// Start a write transaction (`BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL). On SQLite
