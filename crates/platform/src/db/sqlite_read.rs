@@ -190,10 +190,15 @@ impl SqliteWriter {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        let mut slot = self
-            .conn
-            .lock()
-            .map_err(|_| rusqlite::Error::InvalidQuery)?;
+        // A panic in an earlier `f` poisons the mutex: its connection (maybe mid-transaction) is
+        // dropped, which rolls it back, and a fresh one is opened.
+        let (mut slot, poisoned) = match self.conn.lock() {
+            Ok(g) => (g, false),
+            Err(p) => (p.into_inner(), true),
+        };
+        if poisoned {
+            slot.take();
+        }
         let mut conn = match slot.take() {
             Some(c) => c,
             None => self.open()?,
@@ -242,6 +247,46 @@ mod tests {
         assert_eq!(sqlite_file_of("sqlite://x.db?vfs=unix-none"), None);
         assert_eq!(sqlite_file_of("sqlite://a%20b.db"), None);
         assert_eq!(sqlite_file_of("postgres://x/y"), None);
+    }
+
+    #[test]
+    fn writer_recovers_after_a_panic_mid_transaction() {
+        let dir = std::env::temp_dir().join(format!("pv-sqlite-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("w.db");
+        let _ = std::fs::remove_file(&path);
+        Connection::open(&path)
+            .and_then(|c| c.execute_batch("CREATE TABLE t (v INTEGER)"))
+            .expect("schema");
+        let w = std::sync::Arc::new(SqliteWriter::new(&path, std::time::Duration::from_secs(1)));
+        let w2 = w.clone();
+        let panicked = std::thread::spawn(move || {
+            w2.run(|c| -> rusqlite::Result<()> {
+                c.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")?;
+                panic!("simulated bug inside a write transaction");
+            })
+        })
+        .join();
+        assert!(panicked.is_err());
+        // The half-done transaction is gone and the writer works again.
+        let n: i64 = w
+            .run(|c| {
+                c.execute("INSERT INTO t VALUES (2)", [])?;
+                c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            })
+            .expect("writer usable after the panic");
+        assert_eq!(n, 1);
+        // A transaction left open by an error is rolled back, not leaked to the next caller.
+        let err = w.run(|c| -> rusqlite::Result<()> {
+            c.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (3);")?;
+            Err(rusqlite::Error::InvalidQuery)
+        });
+        assert!(err.is_err());
+        let n: i64 = w
+            .run(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+            .expect("count");
+        assert_eq!(n, 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
