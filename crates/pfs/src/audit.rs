@@ -92,6 +92,28 @@ pub(crate) struct NewAuditRow<'a> {
     pub execution_time_ms: Option<i64>,
 }
 
+impl NewAuditRow<'_> {
+    /// The row hash of this row stored as (`seq`, `shard`, `ts`) after `prev_row_hash`.
+    fn hash_at(&self, seq: i64, shard: i64, ts_micros: i64, prev_row_hash: &str) -> String {
+        compute_row_hash(
+            seq,
+            shard,
+            ts_micros,
+            self.agent_id,
+            self.operation,
+            self.book_id,
+            self.path,
+            self.user_id,
+            self.prev_hash,
+            self.new_hash,
+            self.status,
+            self.error_message,
+            self.execution_time_ms,
+            prev_row_hash,
+        )
+    }
+}
+
 /// A stored audit row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRow {
@@ -214,22 +236,7 @@ pub(crate) async fn append_and_enqueue_pg(
     let prev_row_hash: String = head.try_get("row_hash").map_err(&g)?;
     let seq: i64 = head.try_get("seq").map_err(&g)?;
     let ts = now_micros();
-    let row_hash = compute_row_hash(
-        seq,
-        shard,
-        ts,
-        row.agent_id,
-        row.operation,
-        row.book_id,
-        row.path,
-        row.user_id,
-        row.prev_hash,
-        row.new_hash,
-        row.status,
-        row.error_message,
-        row.execution_time_ms,
-        &prev_row_hash,
-    );
+    let row_hash = row.hash_at(seq, shard, ts, &prev_row_hash);
     sqlx::query(SQL_APPEND_AND_ENQUEUE_PG)
         .bind(seq)
         .bind(shard)
@@ -272,22 +279,7 @@ pub(crate) fn append_sync(
         .prepare_cached(SQL_NEXT_SEQ_SQLITE)?
         .query_row([], |r| r.get(0))?;
     let ts = now_micros();
-    let row_hash = compute_row_hash(
-        seq,
-        shard,
-        ts,
-        row.agent_id,
-        row.operation,
-        row.book_id,
-        row.path,
-        row.user_id,
-        row.prev_hash,
-        row.new_hash,
-        row.status,
-        row.error_message,
-        row.execution_time_ms,
-        &prev_row_hash,
-    );
+    let row_hash = row.hash_at(seq, shard, ts, &prev_row_hash);
     sync_stmt(
         conn,
         SQL_INSERT_ROW,
@@ -390,22 +382,7 @@ async fn append_at(
     .await
     .map_err(db_err("allocate audit seq"))?;
     let ts = now_micros();
-    let row_hash = compute_row_hash(
-        seq,
-        shard,
-        ts,
-        row.agent_id,
-        row.operation,
-        row.book_id,
-        row.path,
-        row.user_id,
-        row.prev_hash,
-        row.new_hash,
-        row.status,
-        row.error_message,
-        row.execution_time_ms,
-        prev_row_hash,
-    );
+    let row_hash = row.hash_at(seq, shard, ts, prev_row_hash);
     sqlx::query(SQL_INSERT_ROW)
         .bind(seq)
         .bind(shard)

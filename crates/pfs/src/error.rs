@@ -183,6 +183,13 @@ impl From<sqlx::Error> for PfsError {
     }
 }
 
+impl PfsError {
+    /// A storage backend failure, described by its kind only (messages can name the fs root).
+    pub(crate) fn storage_failed(kind: impl std::fmt::Display) -> PfsError {
+        PfsError::Storage(format!("{kind} (the storage backend failed; retry later)"))
+    }
+}
+
 impl From<opendal::Error> for PfsError {
     fn from(e: opendal::Error) -> Self {
         if e.kind() == opendal::ErrorKind::NotFound {
@@ -192,10 +199,7 @@ impl From<opendal::Error> for PfsError {
         } else {
             // opendal messages can contain the fs root; keep only the kind for callers.
             tracing::warn!(error = %e, "storage error");
-            PfsError::Storage(format!(
-                "{} (the storage backend failed; retry later)",
-                e.kind()
-            ))
+            PfsError::storage_failed(e.kind())
         }
     }
 }

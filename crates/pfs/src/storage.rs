@@ -299,10 +299,7 @@ fn fs_error(e: std::io::Error) -> PfsError {
         }
     } else {
         tracing::warn!(error = %e, "storage error");
-        PfsError::Storage(format!(
-            "{} (the storage backend failed; retry later)",
-            e.kind()
-        ))
+        PfsError::storage_failed(e.kind())
     }
 }
 
