@@ -114,6 +114,33 @@ impl NewAuditRow<'_> {
     }
 }
 
+/// Bind `$1…$15` of [`SQL_INSERT_ROW`] (the same order starts [`SQL_APPEND_AND_ENQUEUE_PG`]).
+fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    row: &NewAuditRow<'q>,
+    seq: i64,
+    shard: i64,
+    ts: i64,
+    row_hash: &'q str,
+    prev_row_hash: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(seq)
+        .bind(shard)
+        .bind(ts)
+        .bind(row.agent_id)
+        .bind(row.operation)
+        .bind(row.book_id)
+        .bind(row.path)
+        .bind(row.user_id)
+        .bind(row.prev_hash)
+        .bind(row.new_hash)
+        .bind(row.status)
+        .bind(row.error_message)
+        .bind(row.execution_time_ms)
+        .bind(row_hash)
+        .bind(prev_row_hash)
+}
+
 /// A stored audit row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRow {
@@ -237,26 +264,19 @@ pub(crate) async fn append_and_enqueue_pg(
     let seq: i64 = head.try_get("seq").map_err(&g)?;
     let ts = now_micros();
     let row_hash = row.hash_at(seq, shard, ts, &prev_row_hash);
-    sqlx::query(SQL_APPEND_AND_ENQUEUE_PG)
-        .bind(seq)
-        .bind(shard)
-        .bind(ts)
-        .bind(row.agent_id)
-        .bind(row.operation)
-        .bind(row.book_id)
-        .bind(row.path)
-        .bind(row.user_id)
-        .bind(row.prev_hash)
-        .bind(row.new_hash)
-        .bind(row.status)
-        .bind(row.error_message)
-        .bind(row.execution_time_ms)
-        .bind(&row_hash)
-        .bind(&prev_row_hash)
-        .bind(bump_generation)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err("insert audit row and enqueue materialization"))?;
+    bind_row(
+        sqlx::query(SQL_APPEND_AND_ENQUEUE_PG),
+        row,
+        seq,
+        shard,
+        ts,
+        &row_hash,
+        &prev_row_hash,
+    )
+    .bind(bump_generation)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err("insert audit row and enqueue materialization"))?;
     Ok(seq)
 }
 
@@ -383,25 +403,18 @@ async fn append_at(
     .map_err(db_err("allocate audit seq"))?;
     let ts = now_micros();
     let row_hash = row.hash_at(seq, shard, ts, prev_row_hash);
-    sqlx::query(SQL_INSERT_ROW)
-        .bind(seq)
-        .bind(shard)
-        .bind(ts)
-        .bind(row.agent_id)
-        .bind(row.operation)
-        .bind(row.book_id)
-        .bind(row.path)
-        .bind(row.user_id)
-        .bind(row.prev_hash)
-        .bind(row.new_hash)
-        .bind(row.status)
-        .bind(row.error_message)
-        .bind(row.execution_time_ms)
-        .bind(&row_hash)
-        .bind(prev_row_hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err("insert audit row"))?;
+    bind_row(
+        sqlx::query(SQL_INSERT_ROW),
+        row,
+        seq,
+        shard,
+        ts,
+        &row_hash,
+        prev_row_hash,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err("insert audit row"))?;
     sqlx::query(SQL_SET_HEAD)
         .bind(&row_hash)
         .bind(shard)
