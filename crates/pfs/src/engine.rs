@@ -984,15 +984,39 @@ impl Engine {
     }
 
     /// The book's profile and the current sha256 of (path, user) in one lookup; `None` when the
-    /// book does not exist. Inline on SQLite files, like [`Engine::journal_rows`].
+    /// book does not exist.
     async fn profile_and_hash(
         &self,
         book: &str,
         path: &str,
         user: &str,
     ) -> Result<Option<(String, Option<String>)>> {
-        let sync = self.try_sync_read("read book and current hash", |c| {
-            let mut st = sync_stmt(c, SQL_PROFILE_AND_HASH, &[&book, &path, &user])?;
+        self.key_pair(
+            "read book and current hash",
+            SQL_PROFILE_AND_HASH,
+            book,
+            path,
+            user,
+        )
+        .await
+    }
+
+    /// The two columns of the (at most one) row `sql` returns for a key bound as `$1…$3`:
+    /// inline on SQLite files (like [`Engine::journal_rows`]), through the pool otherwise.
+    async fn key_pair<A, B>(
+        &self,
+        ctx: &'static str,
+        sql: &'static str,
+        book: &str,
+        path: &str,
+        user: &str,
+    ) -> Result<Option<(A, B)>>
+    where
+        A: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+        B: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        let sync = self.try_sync_read(ctx, |c| {
+            let mut st = sync_stmt(c, sql, &[&book, &path, &user])?;
             let mut rows = st.raw_query();
             match rows.next()? {
                 Some(r) => Ok(Some((r.get(0)?, r.get(1)?))),
@@ -1002,20 +1026,17 @@ impl Engine {
         if let Some(v) = sync {
             return v;
         }
-        let row = sqlx::query(SQL_PROFILE_AND_HASH)
+        let row = sqlx::query(sql)
             .bind(book)
             .bind(path)
             .bind(user)
             .fetch_optional(&self.inner.db.pool)
             .await
-            .map_err(db_err("read book and current hash"))?;
+            .map_err(db_err(ctx))?;
         match row {
             Some(r) => {
-                let g = db_err("decode book and current hash");
-                Ok(Some((
-                    r.try_get("profile").map_err(&g)?,
-                    r.try_get("sha").map_err(&g)?,
-                )))
+                let g = db_err(ctx);
+                Ok(Some((r.try_get(0).map_err(&g)?, r.try_get(1).map_err(&g)?)))
             }
             None => Ok(None),
         }
@@ -1834,28 +1855,17 @@ impl Engine {
         path: &str,
         user: &str,
     ) -> Result<(Option<i64>, Option<String>)> {
-        let sync = self.try_sync_read("read materialization state", |c| {
-            sync_stmt(c, SQL_PENDING_AND_STATE, &[&book, &path, &user])?
-                .raw_query()
-                .next()?
-                .map(|r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap_or(Err(rusqlite::Error::QueryReturnedNoRows))
-        });
-        if let Some(v) = sync {
-            return v;
-        }
-        let row = sqlx::query(SQL_PENDING_AND_STATE)
-            .bind(book)
-            .bind(path)
-            .bind(user)
-            .fetch_one(&self.inner.db.pool)
-            .await
-            .map_err(db_err("read materialization state"))?;
-        let g = db_err("decode materialization state");
-        Ok((
-            row.try_get("ticket").map_err(&g)?,
-            row.try_get("sha").map_err(&g)?,
-        ))
+        // The statement selects two scalar subqueries, so it always returns one row.
+        Ok(self
+            .key_pair(
+                "read materialization state",
+                SQL_PENDING_AND_STATE,
+                book,
+                path,
+                user,
+            )
+            .await?
+            .unwrap_or((None, None)))
     }
 
     /// Complete every pending materialization (after a crash or a storage outage). Returns how

@@ -82,18 +82,12 @@ impl SqliteReader {
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            // Read-write flags without CREATE (a WAL reader maps the shared-memory index
-            // read-write), then `query_only`, so these connections cannot change anything.
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )?;
+        // Read-write flags (a WAL reader maps the shared-memory index read-write), then
+        // `query_only`, so these connections cannot change anything.
+        let conn = open_existing(&self.path)?;
         conn.pragma_update(None, "query_only", true)?;
         // Never sleep in the busy handler: the caller falls back to the async pool instead.
         conn.busy_timeout(std::time::Duration::ZERO)?;
-        conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }
 
@@ -168,18 +162,12 @@ impl SqliteWriter {
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )?;
+        let conn = open_existing(&self.path)?;
         // The same settings as the pool's connections (synchronous is per connection).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(self.busy_timeout)?;
-        conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
 
@@ -215,6 +203,18 @@ impl SqliteWriter {
         }
         out
     }
+}
+
+/// Open an existing database file (never create one: the pool owns creation and migrations).
+fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
