@@ -552,3 +552,53 @@ async fn blobs_stream_with_bounded_reads() {
         );
     }
 }
+
+/// Small blobs are kept in memory from the write on: with the cache, a read is served even when
+/// the blob's object is gone from storage (content-addressed bytes cannot change); without it
+/// (`blob_cache_bytes: 0`), the same read goes to storage and reports the missing blob. A new
+/// version is a new sha256, so the cache never returns the old bytes.
+#[tokio::test]
+async fn small_blobs_are_served_from_memory_after_a_write() {
+    for cache in [pfs::engine::DEFAULT_BLOB_CACHE_BYTES, 0] {
+        let cfg = pfs::engine::EngineConfig {
+            blob_cache_bytes: cache,
+            ..Default::default()
+        };
+        for te in engines_memory(cfg).await {
+            let e = &te.engine;
+            let (a, bk, p) = (actor("cache-agent"), book("cache-book"), path(L1));
+            let v1 = e
+                .write(&a, &bk, &p, &Namespace::Base, b("version one"), None)
+                .await
+                .unwrap();
+            e.storage()
+                .delete(&pfs::storage::blob_key(&v1.sha256))
+                .await
+                .unwrap();
+            let read = e.read(&bk, &p, None).await;
+            if cache > 0 {
+                assert_eq!(read.unwrap().bytes, b("version one"), "{:?}", te.kind);
+            } else {
+                assert_eq!(
+                    read.unwrap_err().code(),
+                    ErrorCode::Internal,
+                    "{:?}",
+                    te.kind
+                );
+            }
+            let v2 = e
+                .write(
+                    &a,
+                    &bk,
+                    &p,
+                    &Namespace::Base,
+                    b("version two"),
+                    Some(&v1.sha256),
+                )
+                .await
+                .unwrap();
+            assert_ne!(v2.sha256, v1.sha256);
+            assert_eq!(e.read(&bk, &p, None).await.unwrap().bytes, b("version two"));
+        }
+    }
+}
