@@ -230,9 +230,6 @@ pub(crate) const SQL_INSERT_ROW: &str = "INSERT INTO audit_log (seq, shard, ts, 
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 pub(crate) const SQL_SET_HEAD: &str = "UPDATE audit_head SET row_hash = $1 WHERE shard = $2";
 
-/// PostgreSQL: take the shard lock and draw the seq in one round trip.
-const SQL_LOCK_SHARD_PG: &str = "UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $1 \
-     RETURNING row_hash, nextval('audit_log_seq') AS seq";
 /// PostgreSQL: the audit row, the head update, the book generation bump (when `$16`) and the
 /// pending materialization (ticket = seq) in one statement (data-modifying CTEs always run to
 /// completion, in this transaction).
@@ -245,39 +242,41 @@ const SQL_APPEND_AND_ENQUEUE_PG: &str = "WITH a AS (INSERT INTO audit_log (seq, 
      INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($6, $7, $8, $1) \
      ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
 
-/// PostgreSQL: [`append_in_tx`] plus the commit's bookkeeping (book generation bump when
-/// `bump_generation`, pending materialization with ticket = seq) in two round trips instead of
-/// six. Returns the seq (the ticket).
+/// The audit head a PostgreSQL write statement locked and advanced in its transaction: the
+/// journal compare-and-swap carries `UPDATE audit_head SET row_count = row_count + 1 WHERE shard
+/// = … RETURNING row_hash, nextval('audit_log_seq')`, so the head is locked in the same round
+/// trip as the journal change.
+pub(crate) struct LockedHead<'a> {
+    pub shard: i64,
+    pub seq: i64,
+    pub prev_row_hash: &'a str,
+}
+
+/// PostgreSQL: [`append_in_tx`] (with the head already locked, see [`LockedHead`]) plus the
+/// commit's bookkeeping (book generation bump when `bump_generation`, pending materialization
+/// with ticket = seq) in one round trip. Returns the seq (the ticket).
 pub(crate) async fn append_and_enqueue_pg(
     conn: &mut AnyConnection,
     row: &NewAuditRow<'_>,
+    head: LockedHead<'_>,
     bump_generation: bool,
 ) -> Result<i64> {
-    let shard = shard_of(row.book_id, row.path, row.user_id);
-    let head = sqlx::query(SQL_LOCK_SHARD_PG)
-        .bind(shard)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_err("advance audit head"))?;
-    let g = db_err("audit head");
-    let prev_row_hash: String = head.try_get("row_hash").map_err(&g)?;
-    let seq: i64 = head.try_get("seq").map_err(&g)?;
     let ts = now_micros();
-    let row_hash = row.hash_at(seq, shard, ts, &prev_row_hash);
+    let row_hash = row.hash_at(head.seq, head.shard, ts, head.prev_row_hash);
     bind_row(
         sqlx::query(SQL_APPEND_AND_ENQUEUE_PG),
         row,
-        seq,
-        shard,
+        head.seq,
+        head.shard,
         ts,
         &row_hash,
-        &prev_row_hash,
+        head.prev_row_hash,
     )
     .bind(bump_generation)
     .execute(&mut *conn)
     .await
     .map_err(db_err("insert audit row and enqueue materialization"))?;
-    Ok(seq)
+    Ok(head.seq)
 }
 
 /// [`append_in_tx`] on the synchronous SQLite write connection (inside its transaction).

@@ -13,7 +13,9 @@
 //!    blob the journal names (or delete the object when the journal row is gone), re-read the
 //!    journal, and repeat until what was applied is what the journal says, so the canonical path
 //!    converges to the last committed version even under concurrent writers. The pending row is
-//!    removed only if no newer commit happened. A crash between commit and materialization
+//!    removed only if no newer commit happened; a write's own removal (its *confirmation*) is
+//!    batched with other writes' by a background task (see [`crate::confirm`]), so it may follow
+//!    the write's reply by a moment. A crash between commit and materialization
 //!    leaves the pending row, which [`Engine::reconcile_pending`] (run by [`Engine::open`]) and
 //!    [`Engine::fsck`] complete.
 //!
@@ -36,6 +38,7 @@ use crate::audit::{
     OP_WRITE_CONTENT, STATUS_CONFLICT, STATUS_ERROR, STATUS_SUCCESS,
 };
 use crate::blob_cache::BlobCache;
+use crate::confirm::{self, Applied, ConfirmQueue};
 use crate::db::{
     self as pdb, db_err, from_micros, like_escape, now_micros, sync_db_err, sync_stmt,
 };
@@ -330,6 +333,14 @@ struct Inner {
     manifests: std::sync::Mutex<HashMap<String, Arc<BaseManifest>>>,
     /// Small immutable blobs by sha256 (`None` when turned off).
     blobs: Option<BlobCache>,
+    /// Applied materializations waiting for their (batched) confirmation (see [`crate::confirm`]).
+    confirm: Arc<ConfirmQueue>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.confirm.close();
+    }
 }
 
 /// At most this many books keep a cached base manifest (the cache is cleared when full).
@@ -438,8 +449,10 @@ impl Engine {
                 cfg,
                 manifests: std::sync::Mutex::new(HashMap::new()),
                 blobs,
+                confirm: Arc::new(ConfirmQueue::default()),
             }),
         };
+        engine.spawn_confirmer();
         // Finish what a previous process committed but did not materialize. Bounded, so a
         // storage outage cannot hold up startup: whatever is left continues in the background
         // (materialization is idempotent, so abandoning one midway is safe).
@@ -918,6 +931,11 @@ impl Engine {
         };
         let sha = sha256_hex(&bytes);
         let size = bytes.len() as u64;
+        if self.inner.db.has_sync_writer() && self.inner.storage.is_local_fs() {
+            return self
+                .write_local(actor, op, book, path, ns, sha, bytes, expected, started)
+                .await;
+        }
         // The bytes are stored under their hash before the journal names them, so remembering
         // them now is right whether or not the commit below succeeds.
         let cached = self.inner.blobs.as_ref().map(|c| (c, bytes.clone()));
@@ -1085,9 +1103,36 @@ impl Engine {
             // Lost the compare-and-swap: the pool path below finds the current state again
             // and records the failure with the audit head held.
         }
-        // PostgreSQL: the version row rides on the compare-and-swap statement, and the audit
-        // row with the commit's bookkeeping on one more (each statement is a network round trip).
+        self.commit_write_pool(actor, op, book, path, ns, sha, size, expected, started)
+            .await
+    }
+
+    /// [`Engine::commit_write`] through the pool (PostgreSQL, in-memory SQLite, and the report
+    /// of a compare-and-swap the synchronous path lost).
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_write_pool(
+        &self,
+        actor: &Actor,
+        op: &'static str,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        sha: &str,
+        size: u64,
+        expected: Expect,
+        started: Instant,
+    ) -> Result<WriteOutcome> {
+        let db = &self.inner.db;
+        let user = ns.journal_user();
+        let now = now_micros();
+        let backend = self.inner.storage.backend_name();
+        let size_i =
+            i64::try_from(size).map_err(|_| PfsError::InvalidInput("file too large".into()))?;
+        // PostgreSQL: the version row and the audit head lock ride on the compare-and-swap
+        // statement, and the audit row with the commit's bookkeeping on one more (each statement
+        // is a network round trip).
         let pg = db.kind == platform::db::DbKind::Postgres;
+        let shard = audit::shard_of(book.as_str(), path.as_str(), user);
         let mut tx = db.begin_write().await.map_err(db_err("begin write"))?;
         let (cas, prev_hash, mode) = match &expected {
             Expect::Absent => {
@@ -1096,7 +1141,7 @@ impl Engine {
                 // free again: insert again instead of reporting a conflict with nothing.
                 let mut v = None;
                 for _ in 0..3 {
-                    let q = sqlx::query_scalar(if pg {
+                    let q = sqlx::query(if pg {
                         SQL_CREATE_JOURNAL_PG
                     } else {
                         SQL_CREATE_JOURNAL
@@ -1108,7 +1153,11 @@ impl Engine {
                     .bind(size_i)
                     .bind(now)
                     .bind(backend);
-                    let q = if pg { q.bind(actor.agent_id()) } else { q };
+                    let q = if pg {
+                        q.bind(actor.agent_id()).bind(shard)
+                    } else {
+                        q
+                    };
                     v = q
                         .fetch_optional(&mut *tx)
                         .await
@@ -1132,7 +1181,7 @@ impl Engine {
                 (v, None, WriteMode::Created)
             }
             Expect::Hash(h) => {
-                let q = sqlx::query_scalar(if pg {
+                let q = sqlx::query(if pg {
                     SQL_UPDATE_JOURNAL_CAS_PG
                 } else {
                     SQL_UPDATE_JOURNAL_CAS
@@ -1145,15 +1194,19 @@ impl Engine {
                 .bind(now)
                 .bind(backend)
                 .bind(h.as_str());
-                let q = if pg { q.bind(actor.agent_id()) } else { q };
-                let v: Option<i64> = q
+                let q = if pg {
+                    q.bind(actor.agent_id()).bind(shard)
+                } else {
+                    q
+                };
+                let v = q
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_err("update journal row"))?;
                 (v, Some(h.clone()), WriteMode::Updated)
             }
         };
-        let Some(version) = cas else {
+        let Some(cas) = cas else {
             // Lost the compare-and-swap: audit the failure in this transaction with the hash that
             // is current once we hold the audit head (so the per-file chain stays ordered).
             let current: Option<String> = sqlx::query_scalar(
@@ -1226,8 +1279,28 @@ impl Engine {
             error_message: None,
             execution_time_ms: Some(started.elapsed().as_millis() as i64),
         };
+        let g = db_err("decode journal write");
+        let version: i64 = cas.try_get(0).map_err(&g)?;
         if pg {
-            let seq = audit::append_and_enqueue_pg(&mut tx, &row, user == BASE_USER).await?;
+            // The compare-and-swap statement locked and advanced the shard's audit head.
+            let (prev_row_hash, seq): (Option<String>, Option<i64>) =
+                (cas.try_get(1).map_err(&g)?, cas.try_get(2).map_err(&g)?);
+            let (Some(prev_row_hash), Some(seq)) = (prev_row_hash, seq) else {
+                return Err(PfsError::Internal(format!(
+                    "audit head of shard {shard} is missing"
+                )));
+            };
+            let seq = audit::append_and_enqueue_pg(
+                &mut tx,
+                &row,
+                audit::LockedHead {
+                    shard,
+                    seq,
+                    prev_row_hash: &prev_row_hash,
+                },
+                user == BASE_USER,
+            )
+            .await?;
             self.commit_enqueued(
                 tx,
                 book.as_str(),
@@ -1284,115 +1357,132 @@ impl Engine {
         let res = self
             .inner
             .db
-            .write_sync(
-                move |conn| -> rusqlite::Result<Result<Option<(i64, i64)>>> {
-                    let tx =
-                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let version: Option<i64> = {
-                        let mut st = match &w.expected {
-                            None => sync_stmt(
-                                &tx,
-                                SQL_CREATE_JOURNAL,
-                                &[
-                                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend,
-                                ],
-                            )?,
-                            Some(h) => sync_stmt(
-                                &tx,
-                                SQL_UPDATE_JOURNAL_CAS,
-                                &[
-                                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend,
-                                    h,
-                                ],
-                            )?,
-                        };
-                        let mut rows = st.raw_query();
-                        match rows.next()? {
-                            Some(r) => Some(r.get(0)?),
-                            None => None,
-                        }
-                    };
-                    let Some(version) = version else {
-                        // Dropping the transaction rolls it back.
-                        return Ok(Ok(None));
-                    };
-                    sync_stmt(
-                        &tx,
-                        SQL_INSERT_VERSION,
-                        &[
-                            &w.book,
-                            &w.path,
-                            &w.user,
-                            &version,
-                            &w.sha,
-                            &w.size,
-                            &w.now,
-                            &w.agent_id,
-                        ],
-                    )?
-                    .raw_execute()?;
-                    let seq = audit::append_sync(
-                        &tx,
-                        &NewAuditRow {
-                            agent_id: &w.agent_id,
-                            operation: w.op,
-                            book_id: &w.book,
-                            path: &w.path,
-                            user_id: &w.user,
-                            prev_hash: w.expected.as_deref(),
-                            new_hash: Some(&w.sha),
-                            status: STATUS_SUCCESS,
-                            error_message: None,
-                            execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
-                        },
-                    )?;
-                    if w.user == BASE_USER {
-                        let shard = audit::shard_of(&w.book, &w.path, &w.user);
-                        sync_stmt(&tx, SQL_BUMP_GENERATION, &[&w.book, &shard])?.raw_execute()?;
-                    }
-                    sync_stmt(&tx, SQL_ENQUEUE_PENDING, &[&w.book, &w.path, &w.user, &seq])?
-                        .raw_execute()?;
-                    if let Some(f) = &faults
-                        && let Err(e) = f.before_commit()
-                    {
-                        return Ok(Err(e));
-                    }
-                    tx.commit()?;
-                    Ok(Ok(Some((version, seq))))
-                },
-            )
+            .write_sync(move |conn| sync_write_tx(conn, &w, &faults))
             .await;
-        let (version, seq) = match res {
+        let Some((version, seq)) = self.sync_committed(res)? else {
+            return Ok(None);
+        };
+        self.materialize_committed(&book, &path, &user, seq, Some(&sha))
+            .await;
+        Ok(Some(sync_outcome(sha, size, prev_hash, version)))
+    }
+
+    /// `(version, ticket)` of a committed [`sync_write_tx`], `None` when it lost the
+    /// compare-and-swap (or no write connection exists); also the test fault "crash after commit".
+    fn sync_committed(
+        &self,
+        res: Option<anyhow::Result<SyncTxResult>>,
+    ) -> Result<Option<(i64, i64)>> {
+        let committed = match res {
             None => return Ok(None),
             Some(Err(e)) => {
                 return Err(PfsError::Internal(format!(
                     "database (commit write): {e:#}"
                 )));
             }
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Ok(Ok(None))) => return Ok(None),
-            Some(Ok(Ok(Some(v)))) => v,
+            Some(Ok(r)) => r?,
         };
-        if let Some(f) = &self.inner.cfg.faults
+        if committed.is_some()
+            && let Some(f) = &self.inner.cfg.faults
             && f.after_commit_crash()
         {
             return Err(PfsError::Internal(
                 "simulated crash after commit (test fault)".into(),
             ));
         }
-        self.materialize_committed(&book, &path, &user, seq, Some(&sha))
-            .await;
-        Ok(Some(WriteOutcome {
-            mode: if prev_hash.is_none() {
-                WriteMode::Created
-            } else {
-                WriteMode::Updated
+        Ok(committed)
+    }
+
+    /// A whole write on one blocking thread, for a SQLite file with local-file storage: store the
+    /// blob, run the transaction (queued FIFO on the process's write lock), copy the blob to the
+    /// canonical key and queue the confirmation. One thread hand-off per write instead of three
+    /// (blob, transaction, copy), each of which also woke a parked thread.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_local(
+        &self,
+        actor: &Actor,
+        op: &'static str,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        sha: String,
+        bytes: Bytes,
+        expected: Expect,
+        started: Instant,
+    ) -> Result<WriteOutcome> {
+        let size = bytes.len() as u64;
+        let w = SyncWrite {
+            agent_id: actor.agent_id().to_string(),
+            op,
+            book: book.as_str().to_string(),
+            path: path.as_str().to_string(),
+            user: ns.journal_user().to_string(),
+            sha: sha.clone(),
+            size: i64::try_from(size)
+                .map_err(|_| PfsError::InvalidInput("file too large".into()))?,
+            now: now_micros(),
+            backend: self.inner.storage.backend_name().to_string(),
+            expected: match &expected {
+                Expect::Absent => None,
+                Expect::Hash(h) => Some(h.clone()),
             },
-            sha256: sha,
-            size,
-            prev_hash,
-            version,
-        }))
+            started,
+        };
+        let engine = self.clone();
+        let res = tokio::task::spawn_blocking(move || engine.write_local_blocking(w, bytes)).await;
+        match res {
+            Ok(LocalWrite::Done(o)) => Ok(o),
+            Ok(LocalWrite::Failed(e)) => Err(e),
+            Ok(LocalWrite::BlobFailed(e)) => {
+                self.audit_failure(actor, op, book, path, ns, &e, started)
+                    .await;
+                Err(e)
+            }
+            // The general path finds the current state again and reports and audits the failure
+            // with the audit head held.
+            Ok(LocalWrite::Lost) => {
+                self.commit_write_pool(actor, op, book, path, ns, &sha, size, expected, started)
+                    .await
+            }
+            Err(e) => Err(PfsError::Internal(format!("write task failed: {e}"))),
+        }
+    }
+
+    fn write_local_blocking(&self, w: SyncWrite, bytes: Bytes) -> LocalWrite {
+        let storage = &self.inner.storage;
+        match storage.put_blob_blocking(&w.sha, &bytes) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return LocalWrite::BlobFailed(e),
+            None => return LocalWrite::Lost,
+        }
+        if let Some(c) = &self.inner.blobs {
+            c.insert(&w.sha, &bytes);
+        }
+        let faults = &self.inner.cfg.faults;
+        let res = self
+            .inner
+            .db
+            .write_sync_blocking(|conn| sync_write_tx(conn, &w, faults));
+        let (version, ticket) = match self.sync_committed(res) {
+            Ok(Some(v)) => v,
+            Ok(None) => return LocalWrite::Lost,
+            Err(e) => return LocalWrite::Failed(e),
+        };
+        let key = key_for(&w.book, &w.path, &w.user);
+        match storage.copy_blocking(&blob_key(&w.sha), &key) {
+            Some(Ok(())) => self.inner.confirm.push(Applied {
+                book: w.book,
+                path: w.path,
+                user: w.user,
+                ticket,
+            }),
+            Some(Err(e)) => {
+                metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
+                tracing::warn!(error = %e, book = w.book, path = w.path, user = w.user, "materialization deferred; the reconciler or fsck will finish it");
+            }
+            None => {}
+        }
+        LocalWrite::Done(sync_outcome(w.sha, bytes.len() as u64, w.expected, version))
     }
 
     /// Upload an asset (`static/…`): upsert with internal compare-and-swap retries. `Unchanged`
@@ -1735,11 +1825,12 @@ impl Engine {
     // ---------------------------------------------------------------- materialization
 
     /// Materialize right after this process committed `state` at the key with pending `ticket`:
-    /// apply that state without reading it back, then confirm with the ticket. The confirmation
-    /// is the same as [`Engine::materialize`]'s (deleting the pending row `WHERE ticket = t`
-    /// succeeds only if no commit touched the key since ours, so what we applied is current);
-    /// when it fails, a later commit exists and the general loop takes over. Failures are logged
-    /// and left to the reconciler, as in [`Engine::materialize_logged`].
+    /// apply that state without reading it back, then queue its confirmation with the ticket.
+    /// The confirmation is the same as [`Engine::materialize`]'s (deleting the pending row `WHERE
+    /// ticket = t` succeeds only if no commit touched the key since ours, so what we applied is
+    /// current), batched by the confirmer task (see [`crate::confirm`]); when it fails, a later
+    /// commit exists and the general loop takes over. Failures are logged and left to the
+    /// reconciler, as in [`Engine::materialize_logged`].
     async fn materialize_committed(
         &self,
         book: &str,
@@ -1753,18 +1844,136 @@ impl Engine {
             Some(sha) => self.inner.storage.copy(&blob_key(sha), &key).await,
             None => self.inner.storage.delete(&key).await,
         };
-        let confirmed = match applied {
-            Ok(()) => self.clear_pending_ticket(book, path, user, ticket).await,
-            Err(e) => Err(e),
-        };
-        match confirmed {
-            Ok(true) => {}
-            Ok(false) => self.materialize_logged(book, path, user).await,
+        match applied {
+            // Confirmed in a batch by the confirmer task (see `crate::confirm`).
+            Ok(()) => self.inner.confirm.push(Applied {
+                book: book.to_string(),
+                path: path.to_string(),
+                user: user.to_string(),
+                ticket,
+            }),
             Err(e) => {
                 metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
                 tracing::warn!(error = %e, book, path, user, "materialization deferred; the reconciler or fsck will finish it");
             }
         }
+    }
+
+    /// Start this engine's confirmer: a task that confirms queued materializations in batches
+    /// and ends when the engine is dropped.
+    fn spawn_confirmer(&self) {
+        let queue = self.inner.confirm.clone();
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while queue.wait().await {
+                let Some(inner) = weak.upgrade() else { break };
+                Engine { inner }.confirm_queued().await;
+            }
+        });
+    }
+
+    /// Confirm every materialization applied by this engine so far (and re-materialize the keys
+    /// whose confirmation shows a later commit), waiting for a batch already in progress. Writes
+    /// return before their confirmation (see [`crate::confirm`]); call this to observe the
+    /// settled state, e.g. before comparing canonical objects with the journal.
+    pub async fn settle(&self) {
+        self.confirm_queued().await;
+    }
+
+    async fn confirm_queued(&self) {
+        let _flushing = self.inner.confirm.flushing.lock().await;
+        loop {
+            let mut all = self.inner.confirm.take();
+            if all.is_empty() {
+                return;
+            }
+            while !all.is_empty() {
+                let rest = all.split_off(all.len().min(confirm::BATCH));
+                let batch = std::mem::replace(&mut all, rest);
+                let confirmed = match self.clear_pending_batch(&batch).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The pending rows stay: the reconciler (or fsck) completes them.
+                        metrics::counter!("panaversityfs_materialize_failures_total")
+                            .increment(batch.len() as u64);
+                        tracing::warn!(error = %e, count = batch.len(), "confirming materializations failed; the reconciler or fsck will finish them");
+                        continue;
+                    }
+                };
+                // A failed confirmation means a later commit touched the key after the commit
+                // that applied it: materialize it again until the applied state is current.
+                let mut again: Vec<(&str, &str, &str)> = batch
+                    .iter()
+                    .zip(confirmed)
+                    .filter(|(_, ok)| !ok)
+                    .map(|(a, _)| (a.book.as_str(), a.path.as_str(), a.user.as_str()))
+                    .collect();
+                again.sort_unstable();
+                again.dedup();
+                for (book, path, user) in again {
+                    self.materialize_logged(book, path, user).await;
+                }
+            }
+        }
+    }
+
+    /// Delete each entry's pending row if it still holds the entry's ticket, in one transaction
+    /// (one statement on PostgreSQL); per entry, whether it did.
+    async fn clear_pending_batch(&self, batch: &[Applied]) -> Result<Vec<bool>> {
+        let db = &self.inner.db;
+        if db.kind == platform::db::DbKind::Postgres {
+            let rows: Vec<(String, String, String, i64)> =
+                sqlx::query_as(confirm::SQL_CLEAR_PENDING_BATCH_PG)
+                    .bind(confirm::batch_json(batch))
+                    .fetch_all(&db.pool)
+                    .await
+                    .map_err(db_err("confirm materializations"))?;
+            let done: std::collections::HashSet<(String, String, String, i64)> =
+                rows.into_iter().collect();
+            return Ok(batch
+                .iter()
+                .map(|a| done.contains(&(a.book.clone(), a.path.clone(), a.user.clone(), a.ticket)))
+                .collect());
+        }
+        let owned = batch.to_vec();
+        if let Some(r) = db
+            .write_sync(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut out = Vec::with_capacity(owned.len());
+                for a in &owned {
+                    let n = sync_stmt(
+                        &tx,
+                        confirm::SQL_CLEAR_PENDING,
+                        &[&a.book, &a.path, &a.user, &a.ticket],
+                    )?
+                    .raw_execute()?;
+                    out.push(n == 1);
+                }
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+        {
+            return r.map_err(|e| {
+                PfsError::Internal(format!("database (confirm materializations): {e:#}"))
+            });
+        }
+        let mut tx = db.begin_write().await.map_err(db_err("begin confirm"))?;
+        let mut out = Vec::with_capacity(batch.len());
+        for a in batch {
+            let n = sqlx::query(confirm::SQL_CLEAR_PENDING)
+                .bind(a.book.as_str())
+                .bind(a.path.as_str())
+                .bind(a.user.as_str())
+                .bind(a.ticket)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("confirm materialization"))?
+                .rows_affected();
+            out.push(n == 1);
+        }
+        tx.commit().await.map_err(db_err("commit confirm"))?;
+        Ok(out)
     }
 
     async fn materialize_logged(&self, book: &str, path: &str, user: &str) {
@@ -1821,8 +2030,7 @@ impl Engine {
         user: &str,
         ticket: i64,
     ) -> Result<bool> {
-        const SQL: &str = "DELETE FROM pending_materializations \
-             WHERE book_id = $1 AND path = $2 AND user_id = $3 AND ticket = $4";
+        const SQL: &str = confirm::SQL_CLEAR_PENDING;
         let (b, p, u) = (book.to_string(), path.to_string(), user.to_string());
         if let Some(r) = self
             .inner
@@ -1938,8 +2146,10 @@ impl Engine {
         })
     }
 
-    /// Number of pending materializations.
+    /// Number of pending materializations (after confirming this engine's queued ones, see
+    /// [`Engine::settle`]).
     pub async fn pending_count(&self) -> Result<i64> {
+        self.settle().await;
         sqlx::query_scalar("SELECT COUNT(*) FROM pending_materializations")
             .fetch_one(&self.inner.db.pool)
             .await
@@ -2178,19 +2388,29 @@ const SQL_CREATE_JOURNAL: &str = "INSERT INTO file_journal (book_id, path, user_
      SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
      WHERE book_id = $1 AND path = $2 AND user_id = $3 \
      ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version";
-/// [`SQL_CREATE_JOURNAL`] plus its version row (agent `$8`), one PostgreSQL statement.
+/// [`SQL_CREATE_JOURNAL`] plus its version row (agent `$8`) and, when it inserted, the audit
+/// head of shard `$9` locked and advanced (see [`audit::LockedHead`]): one PostgreSQL
+/// statement returning `(version, prev_row_hash, seq)`.
 const SQL_CREATE_JOURNAL_PG: &str = "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
      SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
      WHERE book_id = $1 AND path = $2 AND user_id = $3 \
-     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version) \
-     INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-     SELECT $1, $2, $3, version, $4, $5, $6, $8 FROM j RETURNING version";
-/// [`SQL_UPDATE_JOURNAL_CAS`] plus its version row (agent `$9`), one PostgreSQL statement.
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $8 FROM j RETURNING version), \
+     h AS (UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $9 AND EXISTS (SELECT 1 FROM v) \
+     RETURNING row_hash, nextval('audit_log_seq') AS seq) \
+     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true";
+/// [`SQL_UPDATE_JOURNAL_CAS`] plus its version row (agent `$9`) and, when it matched, the audit
+/// head of shard `$10` locked and advanced: one PostgreSQL statement returning `(version,
+/// prev_row_hash, seq)`.
 const SQL_UPDATE_JOURNAL_CAS_PG: &str = "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
      version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
-     RETURNING version) \
-     INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version";
+     RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), \
+     h AS (UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) \
+     RETURNING row_hash, nextval('audit_log_seq') AS seq) \
+     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true";
 /// The compare-and-swap of an update: changes the row only if it still holds the expected hash.
 const SQL_UPDATE_JOURNAL_CAS: &str = "UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
      version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
@@ -2201,6 +2421,114 @@ const SQL_BUMP_GENERATION: &str = "INSERT INTO book_generations (book_id, shard,
      ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1";
 const SQL_ENQUEUE_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
+
+/// What [`sync_write_tx`] committed: `(version, ticket)`, `None` when the compare-and-swap lost.
+type SyncTxResult = Result<Option<(i64, i64)>>;
+
+/// What [`Engine::write_local`]'s blocking part did.
+enum LocalWrite {
+    Done(WriteOutcome),
+    /// Storing the blob failed (nothing committed; the failure is audited).
+    BlobFailed(PfsError),
+    /// The compare-and-swap found another state (nothing committed).
+    Lost,
+    Failed(PfsError),
+}
+
+/// The outcome of a committed synchronous write.
+fn sync_outcome(sha: String, size: u64, prev_hash: Option<String>, version: i64) -> WriteOutcome {
+    WriteOutcome {
+        mode: if prev_hash.is_none() {
+            WriteMode::Created
+        } else {
+            WriteMode::Updated
+        },
+        sha256: sha,
+        size,
+        prev_hash,
+        version,
+    }
+}
+
+/// [`Engine::commit_write`]'s transaction on the synchronous SQLite write connection (the caller
+/// holds the write lock): compare-and-swap, version row, audit row, generation, pending row.
+/// `Ok(Ok(None))` when the compare-and-swap finds another state (nothing is written).
+fn sync_write_tx(
+    conn: &mut rusqlite::Connection,
+    w: &SyncWrite,
+    faults: &Option<Arc<Faults>>,
+) -> rusqlite::Result<SyncTxResult> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: Option<i64> = {
+        let mut st = match &w.expected {
+            None => sync_stmt(
+                &tx,
+                SQL_CREATE_JOURNAL,
+                &[
+                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend,
+                ],
+            )?,
+            Some(h) => sync_stmt(
+                &tx,
+                SQL_UPDATE_JOURNAL_CAS,
+                &[
+                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend, h,
+                ],
+            )?,
+        };
+        let mut rows = st.raw_query();
+        match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        }
+    };
+    let Some(version) = version else {
+        // Dropping the transaction rolls it back.
+        return Ok(Ok(None));
+    };
+    sync_stmt(
+        &tx,
+        SQL_INSERT_VERSION,
+        &[
+            &w.book,
+            &w.path,
+            &w.user,
+            &version,
+            &w.sha,
+            &w.size,
+            &w.now,
+            &w.agent_id,
+        ],
+    )?
+    .raw_execute()?;
+    let seq = audit::append_sync(
+        &tx,
+        &NewAuditRow {
+            agent_id: &w.agent_id,
+            operation: w.op,
+            book_id: &w.book,
+            path: &w.path,
+            user_id: &w.user,
+            prev_hash: w.expected.as_deref(),
+            new_hash: Some(&w.sha),
+            status: STATUS_SUCCESS,
+            error_message: None,
+            execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
+        },
+    )?;
+    if w.user == BASE_USER {
+        let shard = audit::shard_of(&w.book, &w.path, &w.user);
+        sync_stmt(&tx, SQL_BUMP_GENERATION, &[&w.book, &shard])?.raw_execute()?;
+    }
+    sync_stmt(&tx, SQL_ENQUEUE_PENDING, &[&w.book, &w.path, &w.user, &seq])?.raw_execute()?;
+    if let Some(f) = &faults
+        && let Err(e) = f.before_commit()
+    {
+        return Ok(Err(e));
+    }
+    tx.commit()?;
+    Ok(Ok(Some((version, seq))))
+}
 
 async fn bump_generation(
     conn: &mut sqlx::AnyConnection,

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod audit;
 pub mod blob_cache;
+mod confirm;
 pub mod db;
 pub mod engine;
 pub mod error;

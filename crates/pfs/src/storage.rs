@@ -272,13 +272,26 @@ impl FsPaths {
         res
     }
 
-    /// Copy `from` to `to` (creating `to`'s directory).
+    /// Copy `from` over `to` (creating `to`'s directory), rewriting `to` in place: its blocks are
+    /// overwritten and the length set afterwards, instead of truncating it to zero first. On
+    /// ext4 a truncate-to-zero followed by a rewrite makes `close` force the new blocks to disk
+    /// (`auto_da_alloc`) and frees the old ones (a discard on `discard` mounts): measured at
+    /// about a tenth of a write_content's server time. A reader of the canonical file may see a
+    /// mix while it is rewritten, as it could see a short file before; the service's own reads
+    /// use the blobs.
     fn copy(&self, from: &str, to: &str) -> std::io::Result<()> {
         let target = self.file(to);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::copy(self.file(from), target).map(|_| ())
+        let mut src = std::fs::File::open(self.file(from))?;
+        let mut dst = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&target)?;
+        let n = std::io::copy(&mut src, &mut dst)?;
+        dst.set_len(n)
     }
 
     /// Read exactly the first `size` bytes of `key` (fewer if the file is shorter).
@@ -507,11 +520,14 @@ impl Storage {
     /// file copy on fs: no fsync, since canonical objects can always be re-materialized from
     /// their durable blob), else a streamed read into a write (memory).
     pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        if self.fs.is_some() {
+            let (from_k, to_k) = (from.to_string(), to.to_string());
+            return self
+                .on_blocking_thread(move |s| s.copy_blocking(&from_k, &to_k))
+                .await;
+        }
         let d = self.fault_before(FaultOp::Copy, to)?;
-        if let Some(fs) = &self.fs {
-            let (fs, from_k, to_k) = (fs.clone(), from.to_string(), to.to_string());
-            fs_blocking(move || fs.copy(&from_k, &to_k)).await?;
-        } else if self.op.info().capability().copy {
+        if self.op.info().capability().copy {
             self.op.copy(from, to).await?;
         } else {
             let mut stream = self.op.reader(from).await?.into_stream(..).await?;
@@ -587,17 +603,60 @@ impl Storage {
     /// Store `bytes` as the immutable blob `sha256` unless an object of that size is already
     /// there. The caller computed `sha256` from `bytes`.
     pub async fn put_blob(&self, sha256: &str, bytes: Bytes) -> Result<()> {
-        let key = blob_key(sha256);
-        if let Some(fs) = &self.fs {
-            let d = self.fault_before(FaultOp::Put, &key)?;
-            let (fs, k) = (fs.clone(), key.clone());
-            fs_blocking(move || fs.write_atomic(&k, &bytes, true)).await?;
-            return Self::fault_after(d, FaultOp::Put, &key);
+        if self.fs.is_some() {
+            let sha = sha256.to_string();
+            return self
+                .on_blocking_thread(move |s| s.put_blob_blocking(&sha, &bytes))
+                .await;
         }
+        let key = blob_key(sha256);
         if self.stat(&key).await? == Some(bytes.len() as u64) {
             return Ok(());
         }
         self.put(&key, bytes).await
+    }
+
+    /// Run one of the `*_blocking` methods on the blocking pool.
+    async fn on_blocking_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Storage) -> Option<Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || f(&this)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(PfsError::Internal(
+                "a local-file operation on another backend".into(),
+            )),
+            Err(e) => Err(PfsError::Storage(format!("storage task failed: {e}"))),
+        }
+    }
+
+    /// Whether this is the local-file backend, whose `*_blocking` methods work.
+    pub fn is_local_fs(&self) -> bool {
+        self.fs.is_some()
+    }
+
+    /// [`Storage::put_blob`] on the calling thread, for the local-file backend only (`None`
+    /// otherwise). Call it from a blocking task, never from async code.
+    pub fn put_blob_blocking(&self, sha256: &str, bytes: &[u8]) -> Option<Result<()>> {
+        let fs = self.fs.as_ref()?;
+        let key = blob_key(sha256);
+        Some((|| {
+            let d = self.fault_before(FaultOp::Put, &key)?;
+            fs.write_atomic(&key, bytes, true).map_err(fs_error)?;
+            Self::fault_after(d, FaultOp::Put, &key)
+        })())
+    }
+
+    /// [`Storage::copy`] on the calling thread, for the local-file backend only (`None`
+    /// otherwise). Call it from a blocking task, never from async code.
+    pub fn copy_blocking(&self, from: &str, to: &str) -> Option<Result<()>> {
+        let fs = self.fs.as_ref()?;
+        Some((|| {
+            let d = self.fault_before(FaultOp::Copy, to)?;
+            fs.copy(from, to).map_err(fs_error)?;
+            Self::fault_after(d, FaultOp::Copy, to)
+        })())
     }
 
     /// Cheap reachability probe (for readiness checks).

@@ -272,6 +272,20 @@ impl Db {
         })
     }
 
+    /// [`Db::write_sync`] for a caller that is already on a blocking thread (a `spawn_blocking`
+    /// task; never call it from async code, it blocks): waits for this process's write lock in
+    /// the same FIFO queue, then runs `f` on the synchronous write connection. Lets one blocking
+    /// task do file work and the transaction without another thread hand-off. `None` when
+    /// unavailable (see [`Db::write_sync`]).
+    pub fn write_sync_blocking<T, F>(&self, f: F) -> Option<anyhow::Result<T>>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    {
+        let writer = self.sync_writer.as_ref()?;
+        let _guard = self.write_lock.blocking_lock();
+        Some(writer.run(f).context("sqlite write transaction"))
+    }
+
     /// Start a write transaction (`BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL). On SQLite
     /// the process's write lock is taken first and held until commit, rollback or drop.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {

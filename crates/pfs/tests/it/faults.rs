@@ -235,6 +235,9 @@ async fn crash_after_commit_is_completed_on_reopen() {
             .write(&a, &bk, &p, &Namespace::Base, b("v1"), None)
             .await
             .unwrap();
+        // Let the confirmer finish with v1 first: confirming it after v2's commit would find the
+        // newer ticket and (rightly) materialize v2, which this test wants to see left pending.
+        e1.settle().await;
         faults.crash_next_after_commit(2);
         assert!(
             e1.write(&a, &bk, &p, &Namespace::Base, b("v2"), Some(&w.sha256))
@@ -364,6 +367,8 @@ async fn background_reconciler_finishes_after_a_storage_outage() {
             .write(&a, &bk, &p, &Namespace::Base, b("v1"), None)
             .await
             .unwrap();
+        // v1 confirmed before the faults start (see `crash_after_commit_is_completed_on_reopen`).
+        e.settle().await;
         // A failed blob put: nothing is committed.
         plan.fail_next(1);
         e.write(&a, &bk, &p, &Namespace::Base, b("v2"), Some(&w.sha256))
