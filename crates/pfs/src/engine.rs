@@ -931,10 +931,16 @@ impl Engine {
         };
         let sha = sha256_hex(&bytes);
         let size = bytes.len() as u64;
+        let req = WriteReq {
+            actor,
+            op,
+            book,
+            path,
+            ns,
+            started,
+        };
         if self.inner.db.has_sync_writer() && self.inner.storage.is_local_fs() {
-            return self
-                .write_local(actor, op, book, path, ns, sha, bytes, expected, started)
-                .await;
+            return self.write_local(req, sha, bytes, expected).await;
         }
         // The bytes are stored under their hash before the journal names them, so remembering
         // them now is right whether or not the commit below succeeds.
@@ -947,8 +953,7 @@ impl Engine {
         if let Some((c, b)) = cached {
             c.insert(&sha, &b);
         }
-        self.commit_write(actor, op, book, path, ns, &sha, size, expected, started)
-            .await
+        self.commit_write(req, &sha, size, expected).await
     }
 
     /// Schema, namespace, encoding and size checks of a write.
@@ -1061,67 +1066,41 @@ impl Engine {
     }
 
     /// The journal transaction of a write (blob already stored), then materialization.
-    #[allow(clippy::too_many_arguments)]
     async fn commit_write(
         &self,
-        actor: &Actor,
-        op: &'static str,
-        book: &BookId,
-        path: &BookPath,
-        ns: &Namespace,
+        req: WriteReq<'_>,
         sha: &str,
         size: u64,
         expected: Expect,
-        started: Instant,
     ) -> Result<WriteOutcome> {
-        let db = &self.inner.db;
-        let user = ns.journal_user();
-        let now = now_micros();
-        let backend = self.inner.storage.backend_name();
-        let size_i =
-            i64::try_from(size).map_err(|_| PfsError::InvalidInput("file too large".into()))?;
-        if db.has_sync_writer() {
-            let w = SyncWrite {
-                agent_id: actor.agent_id().to_string(),
-                op,
-                book: book.as_str().to_string(),
-                path: path.as_str().to_string(),
-                user: user.to_string(),
-                sha: sha.to_string(),
-                size: size_i,
-                now,
-                backend: backend.to_string(),
-                expected: match &expected {
-                    Expect::Absent => None,
-                    Expect::Hash(h) => Some(h.clone()),
-                },
-                started,
-            };
+        if self.inner.db.has_sync_writer() {
+            let w = self.sync_write(req, sha, size, &expected)?;
             if let Some(outcome) = self.commit_write_sync(w, size).await? {
                 return Ok(outcome);
             }
             // Lost the compare-and-swap: the pool path below finds the current state again
             // and records the failure with the audit head held.
         }
-        self.commit_write_pool(actor, op, book, path, ns, sha, size, expected, started)
-            .await
+        self.commit_write_pool(req, sha, size, expected).await
     }
 
     /// [`Engine::commit_write`] through the pool (PostgreSQL, in-memory SQLite, and the report
     /// of a compare-and-swap the synchronous path lost).
-    #[allow(clippy::too_many_arguments)]
     async fn commit_write_pool(
         &self,
-        actor: &Actor,
-        op: &'static str,
-        book: &BookId,
-        path: &BookPath,
-        ns: &Namespace,
+        req: WriteReq<'_>,
         sha: &str,
         size: u64,
         expected: Expect,
-        started: Instant,
     ) -> Result<WriteOutcome> {
+        let WriteReq {
+            actor,
+            op,
+            book,
+            path,
+            ns,
+            started,
+        } = req;
         let db = &self.inner.db;
         let user = ns.journal_user();
         let now = now_micros();
@@ -1345,6 +1324,33 @@ impl Engine {
         })
     }
 
+    /// The owned inputs of a synchronous write transaction ([`sync_write_tx`]).
+    fn sync_write(
+        &self,
+        req: WriteReq<'_>,
+        sha: &str,
+        size: u64,
+        expected: &Expect,
+    ) -> Result<SyncWrite> {
+        Ok(SyncWrite {
+            agent_id: req.actor.agent_id().to_string(),
+            op: req.op,
+            book: req.book.as_str().to_string(),
+            path: req.path.as_str().to_string(),
+            user: req.ns.journal_user().to_string(),
+            sha: sha.to_string(),
+            size: i64::try_from(size)
+                .map_err(|_| PfsError::InvalidInput("file too large".into()))?,
+            now: now_micros(),
+            backend: self.inner.storage.backend_name().to_string(),
+            expected: match expected {
+                Expect::Absent => None,
+                Expect::Hash(h) => Some(h.clone()),
+            },
+            started: req.started,
+        })
+    }
+
     /// [`Engine::commit_write`]'s transaction on the synchronous SQLite write connection: the
     /// same statements (the same SQL text), run in one blocking task instead of one thread
     /// hand-off per statement (see `platform::db::sqlite_read`). `None` when the compare-and-swap
@@ -1397,53 +1403,36 @@ impl Engine {
     /// blob, run the transaction (queued FIFO on the process's write lock), copy the blob to the
     /// canonical key and queue the confirmation. One thread hand-off per write instead of three
     /// (blob, transaction, copy), each of which also woke a parked thread.
-    #[allow(clippy::too_many_arguments)]
     async fn write_local(
         &self,
-        actor: &Actor,
-        op: &'static str,
-        book: &BookId,
-        path: &BookPath,
-        ns: &Namespace,
+        req: WriteReq<'_>,
         sha: String,
         bytes: Bytes,
         expected: Expect,
-        started: Instant,
     ) -> Result<WriteOutcome> {
         let size = bytes.len() as u64;
-        let w = SyncWrite {
-            agent_id: actor.agent_id().to_string(),
-            op,
-            book: book.as_str().to_string(),
-            path: path.as_str().to_string(),
-            user: ns.journal_user().to_string(),
-            sha: sha.clone(),
-            size: i64::try_from(size)
-                .map_err(|_| PfsError::InvalidInput("file too large".into()))?,
-            now: now_micros(),
-            backend: self.inner.storage.backend_name().to_string(),
-            expected: match &expected {
-                Expect::Absent => None,
-                Expect::Hash(h) => Some(h.clone()),
-            },
-            started,
-        };
+        let w = self.sync_write(req, &sha, size, &expected)?;
         let engine = self.clone();
         let res = tokio::task::spawn_blocking(move || engine.write_local_blocking(w, bytes)).await;
         match res {
             Ok(LocalWrite::Done(o)) => Ok(o),
             Ok(LocalWrite::Failed(e)) => Err(e),
             Ok(LocalWrite::BlobFailed(e)) => {
-                self.audit_failure(actor, op, book, path, ns, &e, started)
-                    .await;
+                self.audit_failure(
+                    req.actor,
+                    req.op,
+                    req.book,
+                    req.path,
+                    req.ns,
+                    &e,
+                    req.started,
+                )
+                .await;
                 Err(e)
             }
             // The general path finds the current state again and reports and audits the failure
             // with the audit head held.
-            Ok(LocalWrite::Lost) => {
-                self.commit_write_pool(actor, op, book, path, ns, &sha, size, expected, started)
-                    .await
-            }
+            Ok(LocalWrite::Lost) => self.commit_write_pool(req, &sha, size, expected).await,
             Err(e) => Err(PfsError::Internal(format!("write task failed: {e}"))),
         }
     }
@@ -1554,15 +1543,17 @@ impl Engine {
             };
             match self
                 .commit_write(
-                    actor,
-                    OP_UPLOAD_ASSET,
-                    book,
-                    path,
-                    &Namespace::Base,
+                    WriteReq {
+                        actor,
+                        op: OP_UPLOAD_ASSET,
+                        book,
+                        path,
+                        ns: &Namespace::Base,
+                        started,
+                    },
                     &sha,
                     size,
                     expect,
-                    started,
                 )
                 .await
             {
@@ -2424,6 +2415,17 @@ const SQL_ENQUEUE_PENDING: &str = "INSERT INTO pending_materializations (book_id
 
 /// What [`sync_write_tx`] committed: `(version, ticket)`, `None` when the compare-and-swap lost.
 type SyncTxResult = Result<Option<(i64, i64)>>;
+
+/// Who writes what, as the commit steps of a write pass it along.
+#[derive(Clone, Copy)]
+struct WriteReq<'a> {
+    actor: &'a Actor,
+    op: &'static str,
+    book: &'a BookId,
+    path: &'a BookPath,
+    ns: &'a Namespace,
+    started: Instant,
+}
 
 /// What [`Engine::write_local`]'s blocking part did.
 enum LocalWrite {
