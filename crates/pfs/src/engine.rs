@@ -2584,6 +2584,67 @@ async fn enqueue_pending(
 mod tests {
     use super::*;
 
+    /// A confirmation whose ticket moved on (a copy of an older state that landed after a later
+    /// commit's) re-materializes the key, so the canonical object ends at the journal's state.
+    #[tokio::test]
+    async fn failed_confirmation_rematerializes_the_current_state() {
+        for t in platform::db::TestDb::all().await {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let storage = Storage::new(&crate::StorageConfig::Fs {
+                root: dir.path().to_path_buf(),
+            })
+            .expect("storage");
+            let e = Engine::open(t.connect().await, storage, EngineConfig::default())
+                .await
+                .expect("open");
+            let a = Actor::new("confirm-test").expect("actor");
+            let (bk, p) = (
+                BookId::parse("confirm-book").expect("book"),
+                BookPath::parse("content/01-a/01-b/01-one.md").expect("path"),
+            );
+            let v1 = e
+                .write(&a, &bk, &p, &Namespace::Base, Bytes::from("v1"), None)
+                .await
+                .expect("v1");
+            let v2 = e
+                .write(
+                    &a,
+                    &bk,
+                    &p,
+                    &Namespace::Base,
+                    Bytes::from("v2"),
+                    Some(&v1.sha256),
+                )
+                .await
+                .expect("v2");
+            e.settle().await;
+            let key = "books/confirm-book/content/01-a/01-b/01-one.md";
+            // v1's copy lands late, over v2's, and its confirmation comes last.
+            e.storage()
+                .put(key, Bytes::from("v1"))
+                .await
+                .expect("stale copy");
+            e.inner.confirm.push(Applied {
+                book: bk.as_str().into(),
+                path: p.as_str().into(),
+                user: BASE_USER.into(),
+                ticket: 1,
+            });
+            e.settle().await;
+            assert_eq!(
+                e.storage().get(key).await.expect("canonical"),
+                Bytes::from("v2"),
+                "{:?}",
+                t.kind
+            );
+            assert_eq!(e.pending_count().await.expect("pending"), 0);
+            assert_eq!(
+                e.read(&bk, &p, None).await.expect("read").entry.sha256,
+                v2.sha256
+            );
+        }
+    }
+
     #[test]
     fn actors() {
         assert!(Actor::new("agent-1").is_ok());
