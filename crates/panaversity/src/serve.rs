@@ -208,6 +208,7 @@ pub async fn open_engine(
             },
             default_profile: s.default_profile,
             blob_cache_bytes: s.blob_cache_mb.saturating_mul(1024 * 1024),
+            blob_sync_interval: std::time::Duration::from_millis(s.blob_sync_ms),
             ..Default::default()
         },
     )

@@ -238,9 +238,16 @@ impl FsPaths {
         self.root.join(key)
     }
 
-    /// Write `bytes` to `key` atomically: a new temp file, fsync, rename over the target. Skipped
-    /// when `skip_if_size` matches the size of an existing target (blobs are content-addressed).
-    fn write_atomic(&self, key: &str, bytes: &[u8], skip_if_size: bool) -> std::io::Result<()> {
+    /// Write `bytes` to `key` atomically: a new temp file, fsync (unless `!durable`), rename over
+    /// the target. Skipped when `skip_if_size` matches the size of an existing target (blobs are
+    /// content-addressed).
+    fn write_atomic(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        skip_if_size: bool,
+        durable: bool,
+    ) -> std::io::Result<()> {
         use std::io::Write;
         let target = self.file(key);
         if skip_if_size
@@ -249,22 +256,22 @@ impl FsPaths {
         {
             return Ok(());
         }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::create_dir_all(&self.tmp)?;
         let name = key.rsplit('/').next().unwrap_or("object");
         let tmp = self
             .tmp
             .join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
         let res = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
+            let mut f = with_parent_dir(&tmp, || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+            })?;
             f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &target)
+            if durable {
+                f.sync_all()?;
+            }
+            with_parent_dir(&target, || std::fs::rename(&tmp, &target))
         })();
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -281,15 +288,14 @@ impl FsPaths {
     /// use the blobs.
     fn copy(&self, from: &str, to: &str) -> std::io::Result<()> {
         let target = self.file(to);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
         let mut src = std::fs::File::open(self.file(from))?;
-        let mut dst = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&target)?;
+        let mut dst = with_parent_dir(&target, || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&target)
+        })?;
         let n = std::io::copy(&mut src, &mut dst)?;
         dst.set_len(n)
     }
@@ -301,6 +307,42 @@ impl FsPaths {
         let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         f.take(size).read_to_end(&mut buf)?;
         Ok(Bytes::from(buf))
+    }
+}
+
+/// `syncfs(2)` on the filesystem holding `f`.
+#[cfg(target_os = "linux")]
+fn sync_filesystem(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `f` is an open file for the duration of the call; syncfs only reads the descriptor.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere there is no syncfs: callers fsync each blob instead (see
+/// [`Storage::can_defer_blob_sync`]).
+#[cfg(not(target_os = "linux"))]
+fn sync_filesystem(_f: &std::fs::File) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Run `op`, which creates `path`; when `path`'s directory does not exist yet, create it and run
+/// `op` again (directories are created on first use instead of checked on every write).
+fn with_parent_dir<T>(
+    path: &std::path::Path,
+    mut op: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    match op() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            op()
+        }
+        other => other,
     }
 }
 
@@ -606,7 +648,7 @@ impl Storage {
         if self.fs.is_some() {
             let sha = sha256.to_string();
             return self
-                .on_blocking_thread(move |s| s.put_blob_blocking(&sha, &bytes))
+                .on_blocking_thread(move |s| s.put_blob_blocking(&sha, &bytes, true))
                 .await;
         }
         let key = blob_key(sha256);
@@ -631,20 +673,63 @@ impl Storage {
         }
     }
 
+    /// Whether blobs may be written without fsync and made durable later by
+    /// [`Storage::sync_all_blocking`] (local files on Linux).
+    pub fn can_defer_blob_sync(&self) -> bool {
+        self.fs.is_some() && cfg!(target_os = "linux")
+    }
+
     /// Whether this is the local-file backend, whose `*_blocking` methods work.
     pub fn is_local_fs(&self) -> bool {
         self.fs.is_some()
     }
 
     /// [`Storage::put_blob`] on the calling thread, for the local-file backend only (`None`
-    /// otherwise). Call it from a blocking task, never from async code.
-    pub fn put_blob_blocking(&self, sha256: &str, bytes: &[u8]) -> Option<Result<()>> {
+    /// otherwise). Call it from a blocking task, never from async code. With `durable: false`
+    /// the file is not fsynced: the caller keeps the bytes durable elsewhere until
+    /// [`Storage::sync_all_blocking`] has run (see `pfs::engine`'s unsynced blobs).
+    pub fn put_blob_blocking(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+        durable: bool,
+    ) -> Option<Result<()>> {
         let fs = self.fs.as_ref()?;
         let key = blob_key(sha256);
         Some((|| {
             let d = self.fault_before(FaultOp::Put, &key)?;
-            fs.write_atomic(&key, bytes, true).map_err(fs_error)?;
+            fs.write_atomic(&key, bytes, true, durable)
+                .map_err(fs_error)?;
             Self::fault_after(d, FaultOp::Put, &key)
+        })())
+    }
+
+    /// Make the blob `sha256` hold exactly `bytes` (local-file backend; `None` otherwise): keep
+    /// it if its content hashes to `sha256`, else write it again durably. Whether it was
+    /// rewritten. For the repair of blobs written without fsync before a crash.
+    pub fn restore_blob_blocking(&self, sha256: &str, bytes: &[u8]) -> Option<Result<bool>> {
+        let fs = self.fs.as_ref()?;
+        let key = blob_key(sha256);
+        Some((|| {
+            if let Ok(have) = std::fs::read(fs.file(&key))
+                && have.len() == bytes.len()
+                && sha256_hex(&have) == sha256
+            {
+                return Ok(false);
+            }
+            fs.write_atomic(&key, bytes, false, true)
+                .map_err(fs_error)?;
+            Ok(true)
+        })())
+    }
+
+    /// Flush everything written to the local-file store's filesystem to disk (`syncfs(2)`), for
+    /// the local-file backend only (`None` otherwise). Call it from a blocking task.
+    pub fn sync_all_blocking(&self) -> Option<Result<()>> {
+        let fs = self.fs.as_ref()?;
+        Some((|| {
+            let dir = std::fs::File::open(&fs.root).map_err(fs_error)?;
+            sync_filesystem(&dir).map_err(fs_error)
         })())
     }
 

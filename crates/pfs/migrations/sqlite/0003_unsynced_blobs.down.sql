@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS unsynced_blobs;
