@@ -114,6 +114,32 @@ impl NewAuditRow<'_> {
     }
 }
 
+/// The row-hash JSON of a row with everything but its first element (`seq`) and last
+/// (`prev_row_hash`), as `"shard,ts,…,execution_time_ms"`: PostgreSQL completes it as
+/// `'[' || seq || ',' || middle || ',"' || prev_row_hash || '"]'` and hashes it inside the
+/// write statement, where the seq and the previous row hash are drawn under the head lock. The
+/// result is byte-identical to [`compute_row_hash`]'s input (compact JSON; a bigint prints the
+/// same in both; a row hash is lowercase hex, which needs no escaping).
+pub(crate) fn row_hash_middle(row: &NewAuditRow<'_>, shard: i64, ts_micros: i64) -> String {
+    let v = serde_json::json!([
+        shard,
+        ts_micros,
+        row.agent_id,
+        row.operation,
+        row.book_id,
+        row.path,
+        row.user_id,
+        row.prev_hash,
+        row.new_hash,
+        row.status,
+        row.error_message,
+        row.execution_time_ms
+    ])
+    .to_string();
+    // Compact JSON of an array: "[" + elements + "]".
+    v[1..v.len() - 1].to_string()
+}
+
 /// Bind `$1…$15` of [`SQL_INSERT_ROW`] (the same order starts [`SQL_APPEND_AND_ENQUEUE_PG`]).
 fn bind_row<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
@@ -230,15 +256,18 @@ pub(crate) const SQL_INSERT_ROW: &str = "INSERT INTO audit_log (seq, shard, ts, 
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 pub(crate) const SQL_SET_HEAD: &str = "UPDATE audit_head SET row_hash = $1 WHERE shard = $2";
 
-/// PostgreSQL: the audit row, the head update, the book generation bump (when `$16`) and the
-/// pending materialization (ticket = seq) in one statement (data-modifying CTEs always run to
-/// completion, in this transaction).
+/// PostgreSQL: the audit row, the head update, the book generation bump (when `$16`), the copy
+/// of a blob written without fsync (when `$17` is not NULL; its sha256 is the row's new hash)
+/// and the pending materialization (ticket = seq) in one statement (data-modifying CTEs always
+/// run to completion, in this transaction).
 const SQL_APPEND_AND_ENQUEUE_PG: &str = "WITH a AS (INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, \
      user_id, prev_hash, new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)), \
      h AS (UPDATE audit_head SET row_hash = $14 WHERE shard = $2), \
      g AS (INSERT INTO book_generations (book_id, shard, generation) SELECT $6, $2, 1 WHERE $16 \
-     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1) \
+     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1), \
+     b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $10, $17 WHERE $17 IS NOT NULL \
+     ON CONFLICT (sha256) DO NOTHING) \
      INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($6, $7, $8, $1) \
      ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
 
@@ -254,12 +283,14 @@ pub(crate) struct LockedHead<'a> {
 
 /// PostgreSQL: [`append_in_tx`] (with the head already locked, see [`LockedHead`]) plus the
 /// commit's bookkeeping (book generation bump when `bump_generation`, pending materialization
-/// with ticket = seq) in one round trip. Returns the seq (the ticket).
+/// with ticket = seq, the `unsynced_blob` copy of a blob written without fsync) in one round
+/// trip. Returns the seq (the ticket).
 pub(crate) async fn append_and_enqueue_pg(
     conn: &mut AnyConnection,
     row: &NewAuditRow<'_>,
     head: LockedHead<'_>,
     bump_generation: bool,
+    unsynced_blob: Option<&[u8]>,
 ) -> Result<i64> {
     let ts = now_micros();
     let row_hash = row.hash_at(head.seq, head.shard, ts, head.prev_row_hash);
@@ -273,6 +304,7 @@ pub(crate) async fn append_and_enqueue_pg(
         head.prev_row_hash,
     )
     .bind(bump_generation)
+    .bind(unsynced_blob)
     .execute(&mut *conn)
     .await
     .map_err(db_err("insert audit row and enqueue materialization"))?;
@@ -808,6 +840,28 @@ mod tests {
     fn globs_become_escaped_like_patterns() {
         assert_eq!(glob_to_like("content/*_quiz?.md"), "content/%\\_quiz_.md");
         assert_eq!(glob_to_like("100%"), "100\\%");
+    }
+
+    #[test]
+    fn row_hash_middle_completes_to_the_row_hash_input() {
+        let row = NewAuditRow {
+            agent_id: "agent \"quoted\" ü",
+            operation: OP_WRITE_CONTENT,
+            book_id: "book",
+            path: "content/01-a/01-b/01-x.md",
+            user_id: "__base__",
+            prev_hash: None,
+            new_hash: Some("ab"),
+            status: STATUS_SUCCESS,
+            error_message: None,
+            execution_time_ms: Some(3),
+        };
+        let (seq, shard, ts, prev) = (9_007_199_254_740_993_i64, 17, -5, GENESIS_HASH);
+        let json = format!("[{seq},{},\"{prev}\"]", row_hash_middle(&row, shard, ts));
+        assert_eq!(
+            hex::encode(Sha256::digest(json.as_bytes())),
+            row.hash_at(seq, shard, ts, prev)
+        );
     }
 
     #[test]

@@ -22,14 +22,18 @@
 //! Reads serve the bytes of the blob the journal names, so a read always agrees with the journal,
 //! even before materialization.
 //!
-//! # Unsynced blobs (SQLite file + local storage)
-//! Step 1 normally fsyncs the blob so it is durable before the row that names it. On a SQLite
-//! file with local storage a blob of up to 1 MiB skips that fsync (on this project's VM it was the
-//! largest single cost of a write) and its bytes are inserted into `unsynced_blobs` in the same
-//! transaction as the journal row instead: the row can then never outlive its bytes, whatever a
-//! power loss keeps. [`EngineConfig::blob_sync_interval`] after such writes a task flushes the
-//! filesystem (`syncfs`) and deletes the rows committed before the flush began. [`Engine::open`]
-//! checks every remaining row's file first and rewrites it if it is missing or torn.
+//! # Unsynced blobs (local storage)
+//! Step 1 normally fsyncs the blob so it is durable before the row that names it. With local
+//! storage (on Linux; a SQLite file or PostgreSQL) a write's blob of up to 1 MiB skips that fsync
+//! (on this project's VM it was the largest single cost of a write) and its bytes are inserted
+//! into `unsynced_blobs` in the same transaction as the journal row instead: the row can then
+//! never outlive its bytes, whatever a power loss keeps. [`EngineConfig::blob_sync_interval`]
+//! after such writes a task flushes the filesystem (`syncfs`) and deletes the rows whose ids are
+//! at most the largest id committed before the flush began (a row's blob file is written before
+//! its id is drawn, so every such file was in the flush). [`Engine::open`] checks every remaining
+//! row's file first and rewrites it if it is missing or torn. Several instances may share one
+//! local store only on one machine (one kernel), where any instance's `syncfs` covers every
+//! instance's files; a store shared over a network filesystem needs `blob_sync_interval` zero.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -467,7 +471,7 @@ impl Engine {
     pub async fn open(db: Db, storage: Storage, cfg: EngineConfig) -> Result<Engine> {
         pdb::migrate_up(&db).await?;
         let blobs = BlobCache::new(cfg.blob_cache_bytes);
-        let defer_blob_sync = db.has_sync_writer()
+        let defer_blob_sync = (db.has_sync_writer() || db.kind == platform::db::DbKind::Postgres)
             && storage.can_defer_blob_sync()
             && !cfg.blob_sync_interval.is_zero();
         let engine = Engine {
@@ -981,7 +985,12 @@ impl Engine {
         // The bytes are stored under their hash before the journal names them, so remembering
         // them now is right whether or not the commit below succeeds.
         let cached = self.inner.blobs.as_ref().map(|c| (c, bytes.clone()));
-        if let Err(e) = self.inner.storage.put_blob(&sha, bytes).await {
+        // A small blob on local storage skips its fsync: its bytes commit with the journal row
+        // instead (see "Unsynced blobs" in the module docs).
+        let unsynced =
+            (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then(|| bytes.clone());
+        let durable = unsynced.is_none();
+        if let Err(e) = self.inner.storage.put_blob_with(&sha, bytes, durable).await {
             self.audit_failure(actor, op, book, path, ns, &e, started)
                 .await;
             return Err(e);
@@ -989,7 +998,8 @@ impl Engine {
         if let Some((c, b)) = cached {
             c.insert(&sha, &b);
         }
-        self.commit_write(req, &sha, size, expected).await
+        self.commit_write(req, &sha, size, expected, unsynced.as_deref())
+            .await
     }
 
     /// Schema, namespace, encoding and size checks of a write.
@@ -1108,8 +1118,9 @@ impl Engine {
         sha: &str,
         size: u64,
         expected: Expect,
+        unsynced_blob: Option<&[u8]>,
     ) -> Result<WriteOutcome> {
-        if self.inner.db.has_sync_writer() {
+        if self.inner.db.has_sync_writer() && unsynced_blob.is_none() {
             let w = self.sync_write(req, sha, size, &expected)?;
             if let Some(outcome) = self.commit_write_sync(w, size).await? {
                 return Ok(outcome);
@@ -1117,17 +1128,21 @@ impl Engine {
             // Lost the compare-and-swap: the pool path below finds the current state again
             // and records the failure with the audit head held.
         }
-        self.commit_write_pool(req, sha, size, expected).await
+        self.commit_write_pool(req, sha, size, expected, unsynced_blob)
+            .await
     }
 
     /// [`Engine::commit_write`] through the pool (PostgreSQL, in-memory SQLite, and the report
     /// of a compare-and-swap the synchronous path lost).
+    /// `unsynced_blob`: the bytes of a blob written without fsync, kept in `unsynced_blobs` by
+    /// the same transaction (see "Unsynced blobs" in the module docs).
     async fn commit_write_pool(
         &self,
         req: WriteReq<'_>,
         sha: &str,
         size: u64,
         expected: Expect,
+        unsynced_blob: Option<&[u8]>,
     ) -> Result<WriteOutcome> {
         let WriteReq {
             actor,
@@ -1148,6 +1163,42 @@ impl Engine {
         // is a network round trip).
         let pg = db.kind == platform::db::DbKind::Postgres;
         let shard = audit::shard_of(book.as_str(), path.as_str(), user);
+        if pg {
+            let one = PgWriteOnce {
+                actor,
+                op,
+                book,
+                path,
+                user,
+                shard,
+                sha,
+                size: size_i,
+                now,
+                backend,
+                started,
+            };
+            if let Some(version) = self
+                .commit_write_pg_once(one, &expected, unsynced_blob)
+                .await?
+            {
+                return Ok(WriteOutcome {
+                    mode: match expected {
+                        Expect::Absent => WriteMode::Created,
+                        Expect::Hash(_) => WriteMode::Updated,
+                    },
+                    sha256: sha.to_string(),
+                    size,
+                    prev_hash: match expected {
+                        Expect::Absent => None,
+                        Expect::Hash(h) => Some(h),
+                    },
+                    version,
+                });
+            }
+            // The compare-and-swap found another state: the transaction below looks again,
+            // commits if the file is back in the expected state, and otherwise reports and
+            // audits the failure with the audit head held.
+        }
         let mut tx = db.begin_write().await.map_err(db_err("begin write"))?;
         let (cas, prev_hash, mode) = match &expected {
             Expect::Absent => {
@@ -1314,6 +1365,7 @@ impl Engine {
                     prev_row_hash: &prev_row_hash,
                 },
                 user == BASE_USER,
+                unsynced_blob,
             )
             .await?;
             self.commit_enqueued(
@@ -1340,6 +1392,14 @@ impl Engine {
                 .await
                 .map_err(db_err("insert version row"))?;
             let seq = audit::append_in_tx(&mut tx, &row).await?;
+            if let Some(data) = unsynced_blob {
+                sqlx::query(SQL_KEEP_UNSYNCED_BLOB)
+                    .bind(sha)
+                    .bind(data)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err("keep unsynced blob"))?;
+            }
             self.commit_and_materialize(
                 tx,
                 book.as_str(),
@@ -1350,6 +1410,9 @@ impl Engine {
                 "commit write",
             )
             .await?;
+        }
+        if unsynced_blob.is_some() {
+            self.inner.unsynced.notify_one();
         }
         Ok(WriteOutcome {
             mode,
@@ -1448,6 +1511,11 @@ impl Engine {
     ) -> Result<WriteOutcome> {
         let size = bytes.len() as u64;
         let w = self.sync_write(req, &sha, size, &expected)?;
+        // If the write below leaves the blob unsynced and then loses its compare-and-swap, the
+        // general path may still commit it (the file went back to the expected hash meanwhile):
+        // it needs the bytes too.
+        let unsynced =
+            (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then(|| bytes.clone());
         let engine = self.clone();
         let res = tokio::task::spawn_blocking(move || engine.write_local_blocking(w, bytes)).await;
         match res {
@@ -1468,7 +1536,10 @@ impl Engine {
             }
             // The general path finds the current state again and reports and audits the failure
             // with the audit head held.
-            Ok(LocalWrite::Lost) => self.commit_write_pool(req, &sha, size, expected).await,
+            Ok(LocalWrite::Lost) => {
+                self.commit_write_pool(req, &sha, size, expected, unsynced.as_deref())
+                    .await
+            }
             Err(e) => Err(PfsError::Internal(format!("write task failed: {e}"))),
         }
     }
@@ -1597,6 +1668,7 @@ impl Engine {
                     &sha,
                     size,
                     expect,
+                    None,
                 )
                 .await
             {
@@ -1891,6 +1963,80 @@ impl Engine {
                 tracing::warn!(error = %e, book, path, user, "materialization deferred; the reconciler or fsck will finish it");
             }
         }
+    }
+
+    /// PostgreSQL: a successful write in one autocommit statement ([`SQL_CREATE_ONCE_PG`] /
+    /// [`SQL_UPDATE_ONCE_PG`]: compare-and-swap, version row, audit head lock, audit row with its
+    /// row hash computed in SQL, bookkeeping), then materialization. One round trip instead of
+    /// five (BEGIN, compare-and-swap, audit row, COMMIT). `None` when the compare-and-swap finds
+    /// another state: nothing was written, and the caller's transaction takes over.
+    async fn commit_write_pg_once(
+        &self,
+        w: PgWriteOnce<'_>,
+        expected: &Expect,
+        unsynced_blob: Option<&[u8]>,
+    ) -> Result<Option<i64>> {
+        let prev_hash = match expected {
+            Expect::Absent => None,
+            Expect::Hash(h) => Some(h.as_str()),
+        };
+        let row = NewAuditRow {
+            agent_id: w.actor.agent_id(),
+            operation: w.op,
+            book_id: w.book.as_str(),
+            path: w.path.as_str(),
+            user_id: w.user,
+            prev_hash,
+            new_hash: Some(w.sha),
+            status: STATUS_SUCCESS,
+            error_message: None,
+            execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
+        };
+        let ts = now_micros();
+        let middle = audit::row_hash_middle(&row, w.shard, ts);
+        // The statement commits by itself: a commit fault is injected before it (nothing written).
+        if let Some(f) = &self.inner.cfg.faults {
+            f.before_commit()?;
+        }
+        let res = sqlx::query(match expected {
+            Expect::Absent => SQL_CREATE_ONCE_PG,
+            Expect::Hash(_) => SQL_UPDATE_ONCE_PG,
+        })
+        .bind(w.book.as_str())
+        .bind(w.path.as_str())
+        .bind(w.user)
+        .bind(w.sha)
+        .bind(w.size)
+        .bind(w.now)
+        .bind(w.backend)
+        .bind(prev_hash)
+        .bind(w.actor.agent_id())
+        .bind(w.shard)
+        .bind(&middle)
+        .bind(ts)
+        .bind(w.op)
+        .bind(row.execution_time_ms)
+        .bind(w.user == BASE_USER)
+        .bind(unsynced_blob)
+        .fetch_optional(&self.inner.db.pool)
+        .await
+        .map_err(db_err("write (one statement)"))?;
+        let Some(res) = res else { return Ok(None) };
+        let g = db_err("decode write (one statement)");
+        let (version, seq): (i64, i64) = (res.try_get(0).map_err(&g)?, res.try_get(1).map_err(&g)?);
+        if unsynced_blob.is_some() {
+            self.inner.unsynced.notify_one();
+        }
+        if let Some(f) = &self.inner.cfg.faults
+            && f.after_commit_crash()
+        {
+            return Err(PfsError::Internal(
+                "simulated crash after commit (test fault)".into(),
+            ));
+        }
+        self.materialize_committed(w.book.as_str(), w.path.as_str(), w.user, seq, Some(w.sha))
+            .await;
+        Ok(Some(version))
     }
 
     /// Rewrite every blob still listed in `unsynced_blobs` whose file a crash lost or tore, then
@@ -2524,6 +2670,68 @@ const SQL_CREATE_JOURNAL: &str = "INSERT INTO file_journal (book_id, path, user_
 /// [`SQL_CREATE_JOURNAL`] plus its version row (agent `$8`) and, when it inserted, the audit
 /// head of shard `$9` locked and advanced (see [`audit::LockedHead`]): one PostgreSQL
 /// statement returning `(version, prev_row_hash, seq)`.
+/// The inputs of [`Engine::commit_write_pg_once`].
+struct PgWriteOnce<'a> {
+    actor: &'a Actor,
+    op: &'static str,
+    book: &'a BookId,
+    path: &'a BookPath,
+    user: &'a str,
+    shard: i64,
+    sha: &'a str,
+    size: i64,
+    now: i64,
+    backend: &'a str,
+    started: Instant,
+}
+
+/// The rest of a PostgreSQL one-statement write after its compare-and-swap CTE `j` (returning
+/// the new version) and version row CTE `v`: lock the shard's audit head (`p`, after the journal
+/// row, the lock order of every write), advance it with the new row hash computed in SQL from
+/// the seq drawn under the lock and the previous row hash (`h`; `$11` is
+/// `audit::row_hash_middle`), insert the audit row (`a`; a missing head makes its seq NULL and
+/// fails the whole statement), bump the book generation when `$15` (`g`), keep the unsynced
+/// blob `$16` (`b`) and enqueue the materialization with ticket = seq (`q`). Returns `(version,
+/// seq)`, no row when the compare-and-swap did not match (then nothing was written).
+macro_rules! pg_write_once_tail {
+    () => {
+        "p AS (SELECT row_hash FROM audit_head WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) FOR UPDATE), \
+         h AS (UPDATE audit_head SET row_count = audit_head.row_count + 1, \
+         row_hash = encode(sha256(convert_to('[' || nextval('audit_log_seq') || ',' || $11 || ',\"' || p.row_hash || '\"]', 'UTF8')), 'hex') \
+         FROM p WHERE audit_head.shard = $10 \
+         RETURNING currval('audit_log_seq') AS seq, audit_head.row_hash AS row_hash, p.row_hash AS prev_row_hash), \
+         a AS (INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, new_hash, \
+         status, error_message, execution_time_ms, row_hash, prev_row_hash) \
+         SELECT h.seq, $10, $12, $9, $13, $1, $2, $3, $8, $4, 'success', NULL, $14, h.row_hash, h.prev_row_hash \
+         FROM v LEFT JOIN h ON true), \
+         g AS (INSERT INTO book_generations (book_id, shard, generation) SELECT $1, $10, 1 FROM h WHERE $15 \
+         ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1), \
+         b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $4, $16 FROM h WHERE $16 IS NOT NULL \
+         ON CONFLICT (sha256) DO NOTHING), \
+         q AS (INSERT INTO pending_materializations (book_id, path, user_id, ticket) SELECT $1, $2, $3, h.seq FROM h \
+         ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket) \
+         SELECT v.version, h.seq FROM v JOIN h ON true"
+    };
+}
+/// A create as one PostgreSQL statement (see [`pg_write_once_tail`]; `$8` is NULL).
+const SQL_CREATE_ONCE_PG: &str = concat!(
+    "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
+    pg_write_once_tail!()
+);
+/// An update (compare-and-swap on `$8`) as one PostgreSQL statement (see [`pg_write_once_tail`]).
+const SQL_UPDATE_ONCE_PG: &str = concat!(
+    "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+     RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
+    pg_write_once_tail!()
+);
 const SQL_CREATE_JOURNAL_PG: &str = "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
      SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
      WHERE book_id = $1 AND path = $2 AND user_id = $3 \

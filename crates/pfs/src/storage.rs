@@ -645,10 +645,16 @@ impl Storage {
     /// Store `bytes` as the immutable blob `sha256` unless an object of that size is already
     /// there. The caller computed `sha256` from `bytes`.
     pub async fn put_blob(&self, sha256: &str, bytes: Bytes) -> Result<()> {
+        self.put_blob_with(sha256, bytes, true).await
+    }
+
+    /// [`Storage::put_blob`]; with `durable: false` a local file is not fsynced (see
+    /// [`Storage::put_blob_blocking`]). Other backends ignore the flag.
+    pub async fn put_blob_with(&self, sha256: &str, bytes: Bytes, durable: bool) -> Result<()> {
         if self.fs.is_some() {
             let sha = sha256.to_string();
             return self
-                .on_blocking_thread(move |s| s.put_blob_blocking(&sha, &bytes, true))
+                .on_blocking_thread(move |s| s.put_blob_blocking(&sha, &bytes, durable))
                 .await;
         }
         let key = blob_key(sha256);

@@ -497,100 +497,119 @@ async fn unsynced_blob_rows(e: &pfs::Engine) -> i64 {
 
 /// A power loss can lose or tear a blob written without fsync while the journal row naming it
 /// survives: the blob's copy in `unsynced_blobs` (same transaction as the row) restores it when
-/// the store is opened again, before anything reads it.
+/// the store is opened again, before anything reads it. SQLite file and PostgreSQL.
 #[tokio::test]
 async fn blobs_lost_before_their_sync_are_restored_at_open() {
     init();
-    let t = TestDb::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let scfg = StorageConfig::Fs {
-        root: dir.path().to_path_buf(),
-    };
-    let never = EngineConfig {
-        blob_sync_interval: std::time::Duration::from_secs(3600),
-        ..Default::default()
-    };
-    let e1 = open(&t, Storage::new(&scfg).unwrap(), never.clone()).await;
-    let (a, bk) = (actor("power-agent"), book("power-book"));
-    let (p1, p2) = (
-        path("content/01-a/01-b/01-one.md"),
-        path("content/01-a/01-b/02-two.md"),
-    );
-    let w1 = e1
-        .write(&a, &bk, &p1, &Namespace::Base, b("first lesson"), None)
-        .await
-        .unwrap();
-    let w2 = e1
-        .write(&a, &bk, &p2, &Namespace::Base, b("second lesson"), None)
-        .await
-        .unwrap();
-    assert_eq!(unsynced_blob_rows(&e1).await, 2, "small blobs skip fsync");
-    drop(e1);
-    // "Power loss": one blob never reached the disk, the other is torn (same size, zeros).
-    let blob = |sha: &str| {
-        dir.path()
-            .join(format!("_pfs/blobs/sha256/{}/{}", &sha[..2], sha))
-    };
-    std::fs::remove_file(blob(&w1.sha256)).unwrap();
-    std::fs::write(blob(&w2.sha256), vec![0u8; "second lesson".len()]).unwrap();
+    for t in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let scfg = StorageConfig::Fs {
+            root: dir.path().to_path_buf(),
+        };
+        let never = EngineConfig {
+            blob_sync_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let e1 = open(&t, Storage::new(&scfg).unwrap(), never.clone()).await;
+        let (a, bk) = (actor("power-agent"), book("power-book"));
+        let (p1, p2) = (
+            path("content/01-a/01-b/01-one.md"),
+            path("content/01-a/01-b/02-two.md"),
+        );
+        let w1 = e1
+            .write(&a, &bk, &p1, &Namespace::Base, b("first lesson"), None)
+            .await
+            .unwrap();
+        let w2 = e1
+            .write(&a, &bk, &p2, &Namespace::Base, b("second lesson"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            unsynced_blob_rows(&e1).await,
+            2,
+            "{:?}: small blobs skip fsync",
+            t.kind
+        );
+        drop(e1);
+        // "Power loss": one blob never reached the disk, the other is torn (same size, zeros).
+        let blob = |sha: &str| {
+            dir.path()
+                .join(format!("_pfs/blobs/sha256/{}/{}", &sha[..2], sha))
+        };
+        std::fs::remove_file(blob(&w1.sha256)).unwrap();
+        std::fs::write(blob(&w2.sha256), vec![0u8; "second lesson".len()]).unwrap();
 
-    let e2 = open(&t, Storage::new(&scfg).unwrap(), never).await;
-    assert_eq!(
-        e2.read(&bk, &p1, None).await.unwrap().bytes,
-        b("first lesson")
-    );
-    assert_eq!(
-        e2.read(&bk, &p2, None).await.unwrap().bytes,
-        b("second lesson")
-    );
-    assert_eq!(std::fs::read(blob(&w2.sha256)).unwrap(), b"second lesson");
-    assert_eq!(
-        unsynced_blob_rows(&e2).await,
-        0,
-        "flushed and forgotten at open"
-    );
-    assert_journal_equals_storage(&e2).await;
+        let e2 = open(&t, Storage::new(&scfg).unwrap(), never).await;
+        assert_eq!(
+            e2.read(&bk, &p1, None).await.unwrap().bytes,
+            b("first lesson"),
+            "{:?}",
+            t.kind
+        );
+        assert_eq!(
+            e2.read(&bk, &p2, None).await.unwrap().bytes,
+            b("second lesson"),
+            "{:?}",
+            t.kind
+        );
+        assert_eq!(std::fs::read(blob(&w2.sha256)).unwrap(), b"second lesson");
+        assert_eq!(
+            unsynced_blob_rows(&e2).await,
+            0,
+            "{:?}: flushed and forgotten at open",
+            t.kind
+        );
+        assert_journal_equals_storage(&e2).await;
+    }
 }
 
-/// The syncer flushes and forgets unsynced blobs one interval after the writes.
+/// The syncer flushes and forgets unsynced blobs one interval after the writes; with the
+/// interval zero every blob is fsynced and none is kept. SQLite file and PostgreSQL.
 #[tokio::test]
 async fn unsynced_blobs_are_flushed_and_forgotten() {
     init();
-    let t = TestDb::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let e = open(
-        &t,
-        Storage::new(&StorageConfig::Fs {
-            root: dir.path().to_path_buf(),
-        })
-        .unwrap(),
-        EngineConfig {
-            blob_sync_interval: std::time::Duration::from_millis(20),
-            ..Default::default()
-        },
-    )
-    .await;
-    let (a, bk) = (actor("sync-agent"), book("sync-book"));
-    for (i, p) in PATHS.iter().take(4).enumerate() {
-        e.write(
-            &a,
-            &bk,
-            &path(p),
-            &Namespace::Base,
-            b(&format!("v{i}")),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    let mut left = unsynced_blob_rows(&e).await;
-    for _ in 0..250 {
-        if left == 0 {
-            break;
+    for t in TestDb::all().await {
+        // One store for both engines: the second one's check covers the first one's book too.
+        let dir = tempfile::tempdir().unwrap();
+        for (interval_ms, bk) in [(20, "sync-book"), (0, "fsync-book")] {
+            let e = open(
+                &t,
+                Storage::new(&StorageConfig::Fs {
+                    root: dir.path().to_path_buf(),
+                })
+                .unwrap(),
+                EngineConfig {
+                    blob_sync_interval: std::time::Duration::from_millis(interval_ms),
+                    ..Default::default()
+                },
+            )
+            .await;
+            let (a, bk) = (actor("sync-agent"), book(bk));
+            for (i, p) in PATHS.iter().take(4).enumerate() {
+                e.write(
+                    &a,
+                    &bk,
+                    &path(p),
+                    &Namespace::Base,
+                    b(&format!("v{i}")),
+                    None,
+                )
+                .await
+                .unwrap();
+            }
+            if interval_ms == 0 {
+                assert_eq!(unsynced_blob_rows(&e).await, 0, "{:?}", t.kind);
+            }
+            let mut left = unsynced_blob_rows(&e).await;
+            for _ in 0..250 {
+                if left == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                left = unsynced_blob_rows(&e).await;
+            }
+            assert_eq!(left, 0, "{:?}", t.kind);
+            assert_journal_equals_storage(&e).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        left = unsynced_blob_rows(&e).await;
     }
-    assert_eq!(left, 0);
-    assert_journal_equals_storage(&e).await;
 }
