@@ -295,6 +295,23 @@ pub struct WriteOutcome {
     pub version: i64,
 }
 
+impl WriteOutcome {
+    /// The outcome of a committed write of `sha256` that expected `expected`.
+    fn of(expected: Expect, sha256: String, size: u64, version: i64) -> WriteOutcome {
+        let (mode, prev_hash) = match expected {
+            Expect::Absent => (WriteMode::Created, None),
+            Expect::Hash(h) => (WriteMode::Updated, Some(h)),
+        };
+        WriteOutcome {
+            mode,
+            sha256,
+            size,
+            prev_hash,
+            version,
+        }
+    }
+}
+
 /// `created` | `updated` | `unchanged`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -363,6 +380,9 @@ struct Inner {
     defer_blob_sync: bool,
     /// Wakes the blob syncer after a write left a blob unsynced.
     unsynced: Arc<tokio::sync::Notify>,
+    /// Book profiles last read by this engine (PostgreSQL writes: a hint, re-checked by the
+    /// write statement itself, see [`Engine::write_pg_fast`]).
+    profiles: std::sync::RwLock<HashMap<String, Profile>>,
 }
 
 impl Drop for Inner {
@@ -374,6 +394,8 @@ impl Drop for Inner {
 
 /// At most this many books keep a cached base manifest (the cache is cleared when full).
 const MANIFEST_CACHE_BOOKS: usize = 64;
+/// At most this many book profiles are remembered (the cache is cleared when full).
+const PROFILE_CACHE_BOOKS: usize = 4096;
 
 /// A book's base manifest (every base file's path and sha256, sorted by path) as of one committed
 /// state, from [`Engine::base_manifest`]. Shared from a per-engine cache while the book is
@@ -480,6 +502,7 @@ impl Engine {
                 storage,
                 cfg,
                 manifests: std::sync::Mutex::new(HashMap::new()),
+                profiles: std::sync::RwLock::new(HashMap::new()),
                 blobs,
                 confirm: Arc::new(ConfirmQueue::default()),
                 defer_blob_sync,
@@ -592,7 +615,30 @@ impl Engine {
             .execute(&self.inner.db.pool)
             .await
             .map_err(db_err("set profile"))?;
+        self.remember_profile(book.as_str(), profile);
         Ok(())
+    }
+
+    /// Remember a book's profile as last read (see [`Inner::profiles`]).
+    fn remember_profile(&self, book: &str, profile: Profile) {
+        if self.inner.db.kind != platform::db::DbKind::Postgres {
+            return;
+        }
+        let Ok(mut m) = self.inner.profiles.write() else {
+            return;
+        };
+        if m.get(book) == Some(&profile) {
+            return;
+        }
+        if m.len() >= PROFILE_CACHE_BOOKS {
+            m.clear();
+        }
+        m.insert(book.to_string(), profile);
+    }
+
+    /// The profile this engine last read for `book`, if any.
+    fn cached_profile(&self, book: &str) -> Option<Profile> {
+        self.inner.profiles.read().ok()?.get(book).copied()
     }
 
     // ---------------------------------------------------------------- reads
@@ -928,6 +974,17 @@ impl Engine {
         op: &'static str,
         started: Instant,
     ) -> Result<WriteOutcome> {
+        let req = WriteReq {
+            actor,
+            op,
+            book,
+            path,
+            ns,
+            started,
+        };
+        if let Some(o) = self.write_pg_fast(req, &bytes, expected_hash).await? {
+            return Ok(o);
+        }
         let checks = self.check_write(book, path, ns, &bytes).await;
         let expected = match expected_hash {
             None => Ok(Expect::Absent),
@@ -971,14 +1028,6 @@ impl Engine {
         };
         let sha = sha256_hex(&bytes);
         let size = bytes.len() as u64;
-        let req = WriteReq {
-            actor,
-            op,
-            book,
-            path,
-            ns,
-            started,
-        };
         if self.inner.db.has_sync_writer() && self.inner.storage.is_local_fs() {
             return self.write_local(req, sha, bytes, expected).await;
         }
@@ -1002,6 +1051,83 @@ impl Engine {
             .await
     }
 
+    /// PostgreSQL's fast write: with the book's profile remembered from an earlier write, no
+    /// pre-check round trip: checks in memory, the blob, then the one write statement, which also
+    /// requires the book to still have that profile. `None` (nothing written, nothing audited)
+    /// when anything else is off — no remembered profile, a check fails, a stale or missing
+    /// hash, a changed profile: the general path then does the whole write again and reports and
+    /// audits whatever failure there is. A storage failure is audited and returned here.
+    async fn write_pg_fast(
+        &self,
+        req: WriteReq<'_>,
+        bytes: &Bytes,
+        expected_hash: Option<&str>,
+    ) -> Result<Option<WriteOutcome>> {
+        if self.inner.db.kind != platform::db::DbKind::Postgres {
+            return Ok(None);
+        }
+        let Some(profile) = self.cached_profile(req.book.as_str()) else {
+            return Ok(None);
+        };
+        if matches!(req.ns, Namespace::Overlay(_)) && req.path.area() != Area::Content
+            || self.check_bytes(profile, req.path, bytes).is_err()
+        {
+            return Ok(None);
+        }
+        let expected = match expected_hash.map(|h| h.trim().to_ascii_lowercase()) {
+            None => Expect::Absent,
+            Some(h) if is_sha256_hex(&h) => Expect::Hash(h),
+            Some(_) => return Ok(None),
+        };
+        let sha = sha256_hex(bytes);
+        let size = bytes.len() as u64;
+        let Ok(size_i) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        let unsynced =
+            (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then(|| bytes.clone());
+        let durable = unsynced.is_none();
+        if let Err(e) = self
+            .inner
+            .storage
+            .put_blob_with(&sha, bytes.clone(), durable)
+            .await
+        {
+            // As on the general path: audited and reported, nothing committed.
+            self.audit_failure(
+                req.actor,
+                req.op,
+                req.book,
+                req.path,
+                req.ns,
+                &e,
+                req.started,
+            )
+            .await;
+            return Err(e);
+        }
+        if let Some(c) = &self.inner.blobs {
+            c.insert(&sha, bytes);
+        }
+        let one = PgWriteOnce {
+            actor: req.actor,
+            op: req.op,
+            book: req.book,
+            path: req.path,
+            user: req.ns.journal_user(),
+            shard: audit::shard_of(req.book.as_str(), req.path.as_str(), req.ns.journal_user()),
+            sha: &sha,
+            size: size_i,
+            now: now_micros(),
+            backend: self.inner.storage.backend_name(),
+            started: req.started,
+        };
+        let version = self
+            .commit_write_pg_once(one, &expected, unsynced.as_deref(), Some(profile))
+            .await?;
+        Ok(version.map(|v| WriteOutcome::of(expected, sha, size, v)))
+    }
+
     /// Schema, namespace, encoding and size checks of a write.
     async fn check_write(
         &self,
@@ -1023,6 +1149,14 @@ impl Engine {
             Some((profile, current)) => (Profile::parse(&profile)?, current),
             None => (self.ensure_book(book, None).await?.profile, None),
         };
+        self.remember_profile(book.as_str(), profile);
+        self.check_bytes(profile, path, bytes)?;
+        Ok(current)
+    }
+
+    /// The checks of a write that need no database: the path under `profile`, the size limit,
+    /// UTF-8 for text.
+    fn check_bytes(&self, profile: Profile, path: &BookPath, bytes: &Bytes) -> Result<()> {
         profile.check(path)?;
         let size = bytes.len() as u64;
         if is_binary_file(path) {
@@ -1049,7 +1183,7 @@ impl Engine {
                 )));
             }
         }
-        Ok(current)
+        Ok(())
     }
 
     /// The book's profile and the current sha256 of (path, user) in one lookup; `None` when the
@@ -1178,22 +1312,10 @@ impl Engine {
                 started,
             };
             if let Some(version) = self
-                .commit_write_pg_once(one, &expected, unsynced_blob)
+                .commit_write_pg_once(one, &expected, unsynced_blob, None)
                 .await?
             {
-                return Ok(WriteOutcome {
-                    mode: match expected {
-                        Expect::Absent => WriteMode::Created,
-                        Expect::Hash(_) => WriteMode::Updated,
-                    },
-                    sha256: sha.to_string(),
-                    size,
-                    prev_hash: match expected {
-                        Expect::Absent => None,
-                        Expect::Hash(h) => Some(h),
-                    },
-                    version,
-                });
+                return Ok(WriteOutcome::of(expected, sha.to_string(), size, version));
             }
             // The compare-and-swap found another state: the transaction below looks again,
             // commits if the file is back in the expected state, and otherwise reports and
@@ -1582,6 +1704,14 @@ impl Engine {
             Some(Err(e)) => {
                 metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
                 tracing::warn!(error = %e, book = w.book, path = w.path, user = w.user, "materialization deferred; the reconciler or fsck will finish it");
+                // As in `Engine::keep_pending`.
+                let (b, p, u) = (&w.book, &w.path, &w.user);
+                let kept = self.inner.db.write_sync_blocking(|c| {
+                    sync_stmt(c, SQL_KEEP_PENDING, &[b, p, u, &0i64])?.raw_execute()
+                });
+                if let Some(Err(e)) = kept {
+                    tracing::warn!(error = %e, book = w.book, path = w.path, user = w.user, "could not mark a failed materialization pending; fsck will find it");
+                }
             }
             None => {}
         }
@@ -1961,6 +2091,7 @@ impl Engine {
             Err(e) => {
                 metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
                 tracing::warn!(error = %e, book, path, user, "materialization deferred; the reconciler or fsck will finish it");
+                self.keep_pending(book, path, user).await;
             }
         }
     }
@@ -1970,11 +2101,13 @@ impl Engine {
     /// row hash computed in SQL, bookkeeping), then materialization. One round trip instead of
     /// five (BEGIN, compare-and-swap, audit row, COMMIT). `None` when the compare-and-swap finds
     /// another state: nothing was written, and the caller's transaction takes over.
+    /// With `profile`, the statement also requires the book to have that profile.
     async fn commit_write_pg_once(
         &self,
         w: PgWriteOnce<'_>,
         expected: &Expect,
         unsynced_blob: Option<&[u8]>,
+        profile: Option<Profile>,
     ) -> Result<Option<i64>> {
         let prev_hash = match expected {
             Expect::Absent => None,
@@ -2018,6 +2151,7 @@ impl Engine {
         .bind(row.execution_time_ms)
         .bind(w.user == BASE_USER)
         .bind(unsynced_blob)
+        .bind(profile.map(|p| p.as_str()))
         .fetch_optional(&self.inner.db.pool)
         .await
         .map_err(db_err("write (one statement)"))?;
@@ -2259,6 +2393,7 @@ impl Engine {
         if let Err(e) = self.materialize(book, path, user).await {
             metrics::counter!("panaversityfs_materialize_failures_total").increment(1);
             tracing::warn!(error = %e, book, path, user, "materialization deferred; the reconciler or fsck will finish it");
+            self.keep_pending(book, path, user).await;
         }
     }
 
@@ -2309,30 +2444,65 @@ impl Engine {
         user: &str,
         ticket: i64,
     ) -> Result<bool> {
-        const SQL: &str = confirm::SQL_CLEAR_PENDING;
+        self.pending_row_stmt(
+            confirm::SQL_CLEAR_PENDING,
+            "clear pending ticket",
+            book,
+            path,
+            user,
+            ticket,
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    /// After a failed materialization, make sure the key is pending, so the reconciler (not
+    /// only fsck) finishes it: a later commit may have confirmed the key's pending row already,
+    /// and the failed apply (a stale state, or one a storage error left half done) may have
+    /// changed the canonical object after that commit's own apply. Ticket 0 stands for "no
+    /// commit of its own"; an existing row (a newer commit's) is kept.
+    async fn keep_pending(&self, book: &str, path: &str, user: &str) {
+        if let Err(e) = self
+            .pending_row_stmt(SQL_KEEP_PENDING, "keep key pending", book, path, user, 0)
+            .await
+        {
+            tracing::warn!(error = %e, book, path, user, "could not mark a failed materialization pending; fsck will find it");
+        }
+    }
+
+    /// Run `sql` (parameters: book, path, user, ticket) on the write connection; rows affected.
+    async fn pending_row_stmt(
+        &self,
+        sql: &'static str,
+        ctx: &'static str,
+        book: &str,
+        path: &str,
+        user: &str,
+        ticket: i64,
+    ) -> Result<u64> {
         let (b, p, u) = (book.to_string(), path.to_string(), user.to_string());
         if let Some(r) = self
             .inner
             .db
-            .write_sync(move |c| sync_stmt(c, SQL, &[&b, &p, &u, &ticket])?.raw_execute())
+            .write_sync(move |c| sync_stmt(c, sql, &[&b, &p, &u, &ticket])?.raw_execute())
             .await
         {
-            return r.map(|n| n == 1).map_err(|e| {
-                PfsError::Internal(format!("database (clear pending ticket): {e:#}"))
-            });
+            return r
+                .map(|n| n as u64)
+                .map_err(|e| PfsError::Internal(format!("database ({ctx}): {e:#}")));
         }
         let w = self.inner.db.lock_writes().await;
-        let n = sqlx::query(SQL)
+        let n = sqlx::query(sql)
             .bind(book)
             .bind(path)
             .bind(user)
             .bind(ticket)
             .execute(&self.inner.db.pool)
             .await
-            .map_err(db_err("clear pending ticket"))?
+            .map_err(db_err(ctx))?
             .rows_affected();
         drop(w);
-        Ok(n == 1)
+        Ok(n)
     }
 
     /// The pending ticket and journal hash of a key, read in one statement.
@@ -2375,6 +2545,7 @@ impl Engine {
                 Ok(()) => done += 1,
                 Err(e) => {
                     tracing::warn!(error = %e, book, path, user, "pending materialization failed again");
+                    self.keep_pending(&book, &path, &user).await;
                     first_err.get_or_insert(e);
                 }
             }
@@ -2692,7 +2863,8 @@ struct PgWriteOnce<'a> {
 /// `audit::row_hash_middle`), insert the audit row (`a`; a missing head makes its seq NULL and
 /// fails the whole statement), bump the book generation when `$15` (`g`), keep the unsynced
 /// blob `$16` (`b`) and enqueue the materialization with ticket = seq (`q`). Returns `(version,
-/// seq)`, no row when the compare-and-swap did not match (then nothing was written).
+/// seq)`, no row when the compare-and-swap did not match or the book's profile is not `$17`
+/// (when given; see [`Engine::write_pg_fast`]): then nothing was written.
 macro_rules! pg_write_once_tail {
     () => {
         "p AS (SELECT row_hash FROM audit_head WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) FOR UPDATE), \
@@ -2718,6 +2890,7 @@ const SQL_CREATE_ONCE_PG: &str = concat!(
     "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
      SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
      WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+     HAVING $17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17) \
      ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), \
      v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
      SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
@@ -2727,6 +2900,7 @@ const SQL_CREATE_ONCE_PG: &str = concat!(
 const SQL_UPDATE_ONCE_PG: &str = concat!(
     "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
      version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+     AND ($17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17)) \
      RETURNING version), \
      v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
      SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
@@ -2763,6 +2937,9 @@ const SQL_BUMP_GENERATION: &str = "INSERT INTO book_generations (book_id, shard,
 /// Keep a blob written without fsync durable in the database until the next filesystem sync.
 const SQL_KEEP_UNSYNCED_BLOB: &str =
     "INSERT INTO unsynced_blobs (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING";
+/// Mark a key pending without a commit of its own (ticket 0; see [`Engine::keep_pending`]).
+const SQL_KEEP_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (book_id, path, user_id) DO NOTHING";
 const SQL_ENQUEUE_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
 

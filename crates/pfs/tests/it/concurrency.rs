@@ -473,3 +473,96 @@ async fn sqlite_direct_and_pool_writers_share_one_database() {
     }
     assert_journal_equals_storage(&engines[2]).await;
 }
+
+/// A replica remembers each book's profile to skip a round trip on PostgreSQL writes; another
+/// replica changing the profile must still be obeyed (the write statement re-checks it): a path
+/// the old profile admits is refused, one the new profile admits goes through, and a stale hash
+/// is reported as a conflict and audited, on every backend.
+#[tokio::test]
+async fn a_profile_changed_by_another_replica_is_obeyed() {
+    init();
+    for t in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = replicas(&t, dir.path(), 2).await;
+        let (a, bk) = (actor("profile-agent"), book("profile-book"));
+        engines[1]
+            .ensure_book(&bk, Some(pfs::schema::Profile::Docusaurus))
+            .await
+            .unwrap();
+        let lesson = path("content/01-Part/01-Chapter/01-lesson.md");
+        let readme = path("content/01-Part/01-Chapter/README.md");
+        // Replica 0 writes (and remembers "docusaurus"), replica 1 makes the book strict.
+        let w = engines[0]
+            .write(&a, &bk, &lesson, &Namespace::Base, b("one"), None)
+            .await
+            .unwrap();
+        engines[1]
+            .set_profile(&bk, pfs::schema::Profile::Strict)
+            .await
+            .unwrap();
+        let err = engines[0]
+            .write(&a, &bk, &readme, &Namespace::Base, b("# readme"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::SchemaViolation,
+            "{:?}: {err}",
+            t.kind
+        );
+        assert!(
+            engines[1]
+                .stat(&bk, &readme, &Namespace::Base)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Back to docusaurus on replica 1: replica 0 (now remembering "strict") admits it.
+        engines[1]
+            .set_profile(&bk, pfs::schema::Profile::Docusaurus)
+            .await
+            .unwrap();
+        engines[0]
+            .write(&a, &bk, &readme, &Namespace::Base, b("# readme"), None)
+            .await
+            .unwrap();
+        // A stale hash on the remembered-profile path: a conflict, audited, nothing changed.
+        engines[0]
+            .write(
+                &a,
+                &bk,
+                &lesson,
+                &Namespace::Base,
+                b("two"),
+                Some(&w.sha256),
+            )
+            .await
+            .unwrap();
+        let err = engines[0]
+            .write(
+                &a,
+                &bk,
+                &lesson,
+                &Namespace::Base,
+                b("three"),
+                Some(&w.sha256),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Conflict, "{:?}", t.kind);
+        assert_eq!(
+            engines[1].read(&bk, &lesson, None).await.unwrap().bytes,
+            b("two")
+        );
+        let chain = engines[1]
+            .audit()
+            .verify(Some(("profile-book", lesson.as_str(), "__base__")))
+            .await
+            .unwrap();
+        assert!(chain.valid, "{:#?}", chain.breaks);
+        for e in &engines {
+            e.settle().await;
+        }
+        assert_journal_equals_storage(&engines[1]).await;
+    }
+}
