@@ -117,9 +117,10 @@ pub struct StorageArgs {
     /// Blobs are content-addressed, so a cached one is never stale.
     #[arg(long, env = "PANAVERSITY_BLOB_CACHE_MB", default_value_t = 64)]
     pub blob_cache_mb: u64,
-    /// SQLite file + local storage: small blobs skip their fsync and commit with the journal row
-    /// instead; the filesystem is flushed this many milliseconds after such writes. 0 fsyncs
-    /// every blob before its commit.
+    /// Local storage (SQLite file or PostgreSQL): small blobs skip their fsync and commit with the
+    /// journal row instead; the filesystem is flushed this many milliseconds after such writes.
+    /// 0 fsyncs every blob before its commit (needed when several machines share the storage
+    /// directory over a network filesystem).
     #[arg(long, env = "PANAVERSITY_BLOB_SYNC_MS", default_value_t = 200)]
     pub blob_sync_ms: u64,
     /// Schema profile of books created by their first write: `strict` or `docusaurus` (what
