@@ -1094,16 +1094,7 @@ impl Engine {
             .await
         {
             // As on the general path: audited and reported, nothing committed.
-            self.audit_failure(
-                req.actor,
-                req.op,
-                req.book,
-                req.path,
-                req.ns,
-                &e,
-                req.started,
-            )
-            .await;
+            self.audit_req_failure(req, &e).await;
             return Err(e);
         }
         if let Some(c) = &self.inner.blobs {
@@ -1644,16 +1635,7 @@ impl Engine {
             Ok(LocalWrite::Done(o)) => Ok(o),
             Ok(LocalWrite::Failed(e)) => Err(e),
             Ok(LocalWrite::BlobFailed(e)) => {
-                self.audit_failure(
-                    req.actor,
-                    req.op,
-                    req.book,
-                    req.path,
-                    req.ns,
-                    &e,
-                    req.started,
-                )
-                .await;
+                self.audit_req_failure(req, &e).await;
                 Err(e)
             }
             // The general path finds the current state again and reports and audits the failure
@@ -2012,6 +1994,20 @@ impl Engine {
         self.materialize_committed(book, path, user, ticket, state)
             .await;
         Ok(())
+    }
+
+    /// [`Engine::audit_failure`] of a write.
+    async fn audit_req_failure(&self, req: WriteReq<'_>, err: &PfsError) {
+        self.audit_failure(
+            req.actor,
+            req.op,
+            req.book,
+            req.path,
+            req.ns,
+            err,
+            req.started,
+        )
+        .await;
     }
 
     /// Write an audit row for a failed mutation (own transaction; failures are logged).

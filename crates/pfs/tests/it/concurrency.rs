@@ -9,6 +9,27 @@ use platform::db::TestDb;
 
 use crate::support::*;
 
+/// Once every replica's queued confirmations are done (a replica whose copy landed after a later
+/// commit's materialization repairs it when it confirms, see `pfs::confirm`), journal and storage
+/// agree.
+async fn assert_replicas_settle(engines: &[Engine]) {
+    for e in engines {
+        e.settle().await;
+    }
+    assert_journal_equals_storage(&engines[engines.len() - 1]).await;
+}
+
+/// The file's audit chain verifies and [`assert_replicas_settle`].
+async fn assert_chain_and_storage(engines: &[Engine], book: &str, path: &str) {
+    let chain = engines[0]
+        .audit()
+        .verify(Some((book, path, "__base__")))
+        .await
+        .unwrap();
+    assert!(chain.valid, "{:#?}", chain.breaks);
+    assert_replicas_settle(engines).await;
+}
+
 /// `n` engines opened at the same time (as replicas starting together would: concurrent
 /// migrations), each with its own pool and storage handle on one database and one storage root.
 async fn replicas(t: &TestDb, root: &std::path::Path, n: usize) -> Vec<Engine> {
@@ -230,12 +251,7 @@ async fn same_expected_hash_exactly_one_wins() {
             assert_eq!(created, 1);
         }
         assert!(engines[2].audit().verify(None).await.unwrap().valid);
-        // Every replica's queued confirmations first: a replica whose copy landed after a later
-        // commit's materialization repairs it when it confirms (see `pfs::confirm`).
-        for e in &engines {
-            e.settle().await;
-        }
-        assert_journal_equals_storage(&engines[0]).await;
+        assert_replicas_settle(&engines).await;
     }
 }
 
@@ -365,18 +381,7 @@ async fn creates_racing_a_delete_never_report_an_empty_conflict() {
                 }
             }
         }
-        let chain = engines[0]
-            .audit()
-            .verify(Some(("churn-book", p.as_str(), "__base__")))
-            .await
-            .unwrap();
-        assert!(chain.valid, "{:#?}", chain.breaks);
-        // Every replica's queued confirmations first: a replica whose copy landed after a later
-        // commit's materialization repairs it when it confirms (see `pfs::confirm`).
-        for e in &engines {
-            e.settle().await;
-        }
-        assert_journal_equals_storage(&engines[1]).await;
+        assert_chain_and_storage(&engines, "churn-book", p.as_str()).await;
     }
 }
 
@@ -466,12 +471,7 @@ async fn sqlite_direct_and_pool_writers_share_one_database() {
     assert!(chain.valid, "{:#?}", chain.breaks);
     assert_eq!(chain.rows_checked as usize, TASKS * UPDATES + 1 + conflicts);
     assert!(engines[1].audit().verify(None).await.unwrap().valid);
-    // Every replica's queued confirmations first: a replica whose copy landed after a later
-    // commit's materialization repairs it when it confirms (see `pfs::confirm`).
-    for e in &engines {
-        e.settle().await;
-    }
-    assert_journal_equals_storage(&engines[2]).await;
+    assert_replicas_settle(&engines).await;
 }
 
 /// A replica remembers each book's profile to skip a round trip on PostgreSQL writes; another
@@ -554,15 +554,6 @@ async fn a_profile_changed_by_another_replica_is_obeyed() {
             engines[1].read(&bk, &lesson, None).await.unwrap().bytes,
             b("two")
         );
-        let chain = engines[1]
-            .audit()
-            .verify(Some(("profile-book", lesson.as_str(), "__base__")))
-            .await
-            .unwrap();
-        assert!(chain.valid, "{:#?}", chain.breaks);
-        for e in &engines {
-            e.settle().await;
-        }
-        assert_journal_equals_storage(&engines[1]).await;
+        assert_chain_and_storage(&engines, "profile-book", lesson.as_str()).await;
     }
 }
