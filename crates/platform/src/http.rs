@@ -389,8 +389,16 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "HTTP server listening");
+    // No Nagle delay: responses and SSE frames go out as soon as they are written (with Nagle, a
+    // small write waits for the ACK of the previous one, which a delayed-ACK client holds back).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
