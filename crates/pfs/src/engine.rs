@@ -1031,24 +1031,41 @@ impl Engine {
         if self.inner.db.has_sync_writer() && self.inner.storage.is_local_fs() {
             return self.write_local(req, sha, bytes, expected).await;
         }
-        // The bytes are stored under their hash before the journal names them, so remembering
-        // them now is right whether or not the commit below succeeds.
-        let cached = self.inner.blobs.as_ref().map(|c| (c, bytes.clone()));
-        // A small blob on local storage skips its fsync: its bytes commit with the journal row
-        // instead (see "Unsynced blobs" in the module docs).
-        let unsynced =
-            (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then(|| bytes.clone());
-        let durable = unsynced.is_none();
-        if let Err(e) = self.inner.storage.put_blob_with(&sha, bytes, durable).await {
-            self.audit_failure(actor, op, book, path, ns, &e, started)
-                .await;
-            return Err(e);
-        }
-        if let Some((c, b)) = cached {
-            c.insert(&sha, &b);
-        }
+        let unsynced = self.store_write_blob(req, &sha, &bytes).await?;
         self.commit_write(req, &sha, size, expected, unsynced.as_deref())
             .await
+    }
+
+    /// Store a write's blob before the journal names it (a failure is audited and returned) and
+    /// remember it in the blob cache (right whether or not the commit succeeds: blobs are
+    /// content-addressed). A small blob on local storage skips its fsync and is returned: its
+    /// bytes must commit with the journal row (see "Unsynced blobs" in the module docs).
+    async fn store_write_blob(
+        &self,
+        req: WriteReq<'_>,
+        sha: &str,
+        bytes: &Bytes,
+    ) -> Result<Option<Bytes>> {
+        let unsynced = self.unsynced_copy(bytes);
+        let durable = unsynced.is_none();
+        if let Err(e) = self
+            .inner
+            .storage
+            .put_blob_with(sha, bytes.clone(), durable)
+            .await
+        {
+            self.audit_req_failure(req, &e).await;
+            return Err(e);
+        }
+        if let Some(c) = &self.inner.blobs {
+            c.insert(sha, bytes);
+        }
+        Ok(unsynced)
+    }
+
+    /// `bytes` when a write of them may leave its blob unsynced (see "Unsynced blobs").
+    fn unsynced_copy(&self, bytes: &Bytes) -> Option<Bytes> {
+        (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then(|| bytes.clone())
     }
 
     /// PostgreSQL's fast write: with the book's profile remembered from an earlier write, no
@@ -1084,22 +1101,8 @@ impl Engine {
         let Ok(size_i) = i64::try_from(size) else {
             return Ok(None);
         };
-        let unsynced =
-            (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then(|| bytes.clone());
-        let durable = unsynced.is_none();
-        if let Err(e) = self
-            .inner
-            .storage
-            .put_blob_with(&sha, bytes.clone(), durable)
-            .await
-        {
-            // As on the general path: audited and reported, nothing committed.
-            self.audit_req_failure(req, &e).await;
-            return Err(e);
-        }
-        if let Some(c) = &self.inner.blobs {
-            c.insert(&sha, bytes);
-        }
+        // As on the general path: a storage failure is audited and reported, nothing committed.
+        let unsynced = self.store_write_blob(req, &sha, bytes).await?;
         let one = PgWriteOnce {
             actor: req.actor,
             op: req.op,
@@ -1627,8 +1630,7 @@ impl Engine {
         // If the write below leaves the blob unsynced and then loses its compare-and-swap, the
         // general path may still commit it (the file went back to the expected hash meanwhile):
         // it needs the bytes too.
-        let unsynced =
-            (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then(|| bytes.clone());
+        let unsynced = self.unsynced_copy(&bytes);
         let engine = self.clone();
         let res = tokio::task::spawn_blocking(move || engine.write_local_blocking(w, bytes)).await;
         match res {
@@ -1652,8 +1654,8 @@ impl Engine {
         let storage = &self.inner.storage;
         // A small blob skips its fsync: its bytes commit with the journal row instead (see
         // "Unsynced blobs" in the module docs).
-        let unsynced =
-            (self.inner.defer_blob_sync && bytes.len() <= UNSYNCED_BLOB_MAX).then_some(&bytes[..]);
+        let unsynced = self.unsynced_copy(&bytes);
+        let unsynced = unsynced.as_deref();
         match storage.put_blob_blocking(&w.sha, &bytes, unsynced.is_none()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return LocalWrite::BlobFailed(e),
