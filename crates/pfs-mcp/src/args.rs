@@ -2,17 +2,15 @@
 //! predecessor's wrapped form (`{"params": {"book_id": …}}`, where `params` may also be a JSON
 //! string holding that object). Unknown keys are rejected with `INVALID_INPUT`.
 //!
-//! The advertised input schema is the flat struct's schema plus an optional `params` property and
-//! an `anyOf` that requires either the flat required fields or `params`.
-
-use std::sync::Arc;
+//! Only the flat form is advertised (`crate::schema` makes it portable across model providers);
+//! the wrapped form stays accepted on input for the predecessor's clients.
 
 use pfs::PfsError;
 use rmcp::model::JsonObject;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Decode tool arguments given flat or wrapped in `params` (object or JSON string).
 pub fn decode_args<T: DeserializeOwned>(args: JsonObject) -> Result<T, PfsError> {
@@ -46,48 +44,8 @@ pub fn decode_args<T: DeserializeOwned>(args: JsonObject) -> Result<T, PfsError>
         .map_err(|e| PfsError::InvalidInput(format!("invalid arguments: {e}")))
 }
 
-/// The input schema of a tool: `T`'s schema with an extra optional `params` (the wrapped form).
-pub fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
-    let base = rmcp::handler::server::common::schema_for_type::<T>();
-    let mut schema = base.as_ref().clone();
-    schema.remove("title");
-    schema.remove("description");
-    let required = schema.remove("required");
-    // A copy of the flat object schema (without $defs/$schema) for the wrapped form.
-    let mut flat = JsonObject::new();
-    flat.insert("type".into(), json!("object"));
-    if let Some(p) = schema.get("properties") {
-        flat.insert("properties".into(), p.clone());
-    }
-    if let Some(r) = &required {
-        flat.insert("required".into(), r.clone());
-    }
-    flat.insert("additionalProperties".into(), json!(false));
-    flat.insert(
-        "description".into(),
-        json!(
-            "Legacy wrapped form: the same arguments inside one object (or a JSON string of it)."
-        ),
-    );
-    if let Some(Value::Object(props)) = schema.get_mut("properties") {
-        props.insert(
-            "params".into(),
-            json!({"anyOf": [Value::Object(flat), {"type": "string"}]}),
-        );
-    }
-    schema.remove("additionalProperties");
-    let flat_required = required.unwrap_or_else(|| json!([]));
-    schema.insert(
-        "anyOf".into(),
-        json!([{ "required": flat_required }, { "required": ["params"] }]),
-    );
-    Arc::new(schema)
-}
-
-/// Output schema of a tool result type (what it serialises to).
-pub fn output_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
-    rmcp::handler::server::common::schema_for_output::<T>()
-}
+pub use crate::schema::input_schema;
+pub use crate::schema::output_schema;
 
 /// Accept `true`/`false` and the strings `"true"`/`"false"` (the predecessor's lax parsing).
 fn lax_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -520,6 +478,7 @@ pub struct VerifyAuditChainArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn obj(v: Value) -> JsonObject {
         match v {
@@ -569,14 +528,13 @@ mod tests {
     }
 
     #[test]
-    fn input_schema_accepts_both_forms() {
+    fn input_schema_is_flat_and_does_not_advertise_the_wrapped_form() {
         let s = input_schema::<WriteContentArgs>();
         assert_eq!(s.get("type"), Some(&json!("object")));
         let props = s.get("properties").and_then(Value::as_object).unwrap();
-        assert!(props.contains_key("params"));
+        assert!(!props.contains_key("params"));
         assert!(props.contains_key("content"));
-        let any_of = s.get("anyOf").and_then(Value::as_array).unwrap();
-        assert_eq!(any_of[1], json!({"required": ["params"]}));
-        assert_eq!(any_of[0]["required"], json!(["book_id", "path", "content"]));
+        assert!(s.get("anyOf").is_none());
+        assert_eq!(s["required"], json!(["book_id", "path", "content"]));
     }
 }
