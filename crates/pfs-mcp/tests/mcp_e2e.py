@@ -114,7 +114,11 @@ async def main():
             check(a is not None and a.title, f"{t.name}: annotations with title")
             check(a is not None and a.read_only_hint is not None and a.idempotent_hint is not None,
                   f"{t.name}: hints present")
-            check("params" in t.input_schema.get("properties", {}), f"{t.name}: wrapped form in schema")
+            # Provider-safe: a flat object schema, the legacy wrapped form accepted but not advertised.
+            check("params" not in t.input_schema.get("properties", {}), f"{t.name}: wrapped form not advertised")
+            check(isinstance(t.input_schema.get("required"), list), f"{t.name}: top-level required")
+            for k in ("anyOf", "oneOf", "allOf", "not", "if", "$ref", "$defs", "additionalProperties"):
+                check(k not in t.input_schema, f"{t.name}: no {k} at the root")
         by = {t.name: t for t in tools}
         check(by["read_content"].annotations.read_only_hint is True, "read_content readOnly")
         check(by["delete_content"].annotations.destructive_hint is True, "delete_content destructive")
