@@ -123,6 +123,15 @@ pub struct StorageArgs {
     /// directory over a network filesystem).
     #[arg(long, env = "PANAVERSITY_BLOB_SYNC_MS", default_value_t = 200)]
     pub blob_sync_ms: u64,
+    /// Seconds between runs of the reconciler, which re-applies materializations a failure left
+    /// pending (canonical objects that differ from the journal); 0 turns it off (`fs fsck
+    /// --repair` then is the only way to finish them). `serve` only.
+    #[arg(
+        long,
+        env = "PANAVERSITY_RECONCILE_INTERVAL_SECS",
+        default_value_t = 30
+    )]
+    pub reconcile_interval_secs: u64,
     /// Schema profile of books created by their first write: `strict` or `docusaurus` (what
     /// `fs ingest` of a real docs tree needs).
     #[arg(long, env = "PANAVERSITY_DEFAULT_PROFILE", default_value = "strict")]

@@ -366,6 +366,11 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.no_sample {
         seed_sample(&engine).await?;
     }
+    if args.storage.reconcile_interval_secs > 0 {
+        // Ends with the process; the engine's own background tasks end with the engine.
+        let _reconciler =
+            engine.spawn_reconciler(Duration::from_secs(args.storage.reconcile_interval_secs));
+    }
     let metrics = platform::telemetry::install_metrics()?;
 
     let listener = tokio::net::TcpListener::bind(bind)

@@ -73,8 +73,25 @@ pub fn to_micros(t: DateTime<Utc>) -> i64 {
 }
 
 /// Wrap a database error with what we were doing.
+/// A database that is busy, locked by another process, out of disk space or unreachable is
+/// `STORAGE_UNAVAILABLE` (retryable, 503); anything else is `INTERNAL`.
 pub(crate) fn db_err(ctx: &'static str) -> impl Fn(sqlx::Error) -> PfsError {
-    move |e| PfsError::Internal(format!("database ({ctx}): {e}"))
+    move |e| {
+        if platform::db::is_transient(&e) {
+            PfsError::Storage(format!("database unavailable ({ctx}): {e}; retry later"))
+        } else {
+            PfsError::Internal(format!("database ({ctx}): {e}"))
+        }
+    }
+}
+
+/// [`db_err`] for an error of the direct SQLite connections.
+pub(crate) fn sync_anyhow_err(ctx: &'static str, e: anyhow::Error) -> PfsError {
+    if platform::db::is_transient_sqlite(&e) {
+        PfsError::Storage(format!("database unavailable ({ctx}): {e:#}; retry later"))
+    } else {
+        PfsError::Internal(format!("database ({ctx}): {e:#}"))
+    }
 }
 
 /// Prepare (cached) `sql` written with PostgreSQL-style `$1…$n` placeholders on a rusqlite
@@ -98,7 +115,7 @@ pub(crate) fn sync_stmt<'c>(
 
 /// Wrap an error of the inline SQLite reader with what we were doing.
 pub(crate) fn sync_db_err(ctx: &'static str) -> impl Fn(rusqlite::Error) -> PfsError {
-    move |e| PfsError::Internal(format!("database ({ctx}): {e}"))
+    move |e| sync_anyhow_err(ctx, anyhow::Error::new(e))
 }
 
 /// Escape `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.

@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use platform::db::{Db, SyncRead, WriteTx};
+use platform::db::{Db, Grouped, SyncRead, WriteTx};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -413,6 +413,7 @@ pub struct BaseManifest {
 }
 
 /// The inputs of [`Engine::commit_write_sync`], owned (they move to a blocking task).
+#[derive(Clone)]
 struct SyncWrite {
     agent_id: String,
     op: &'static str,
@@ -1578,7 +1579,7 @@ impl Engine {
         let res = self
             .inner
             .db
-            .write_sync(move |conn| sync_write_tx(conn, &w, &faults, None))
+            .write_grouped(move |conn| sync_write_tx(conn, &w, &faults, None))
             .await;
         let Some((version, seq)) = self.sync_committed(res)? else {
             return Ok(None);
@@ -1596,11 +1597,7 @@ impl Engine {
     ) -> Result<Option<(i64, i64)>> {
         let committed = match res {
             None => return Ok(None),
-            Some(Err(e)) => {
-                return Err(PfsError::Internal(format!(
-                    "database (commit write): {e:#}"
-                )));
-            }
+            Some(Err(e)) => return Err(crate::db::sync_anyhow_err("commit write", e)),
             Some(Ok(r)) => r?,
         };
         if committed.is_some()
@@ -1655,8 +1652,8 @@ impl Engine {
         // A small blob skips its fsync: its bytes commit with the journal row instead (see
         // "Unsynced blobs" in the module docs).
         let unsynced = self.unsynced_copy(&bytes);
-        let unsynced = unsynced.as_deref();
-        match storage.put_blob_blocking(&w.sha, &bytes, unsynced.is_none()) {
+        let deferred = unsynced.is_some();
+        match storage.put_blob_blocking(&w.sha, &bytes, !deferred) {
             Some(Ok(())) => {}
             Some(Err(e)) => return LocalWrite::BlobFailed(e),
             None => return LocalWrite::Lost,
@@ -1664,12 +1661,12 @@ impl Engine {
         if let Some(c) = &self.inner.blobs {
             c.insert(&w.sha, &bytes);
         }
-        let faults = &self.inner.cfg.faults;
-        let res = self
-            .inner
-            .db
-            .write_sync_blocking(|conn| sync_write_tx(conn, &w, faults, unsynced));
-        if unsynced.is_some() {
+        let faults = self.inner.cfg.faults.clone();
+        let job_w = w.clone();
+        let res = self.inner.db.write_grouped_blocking(move |conn| {
+            sync_write_tx(conn, &job_w, &faults, unsynced.as_deref())
+        });
+        if deferred {
             self.inner.unsynced.notify_one();
         }
         let (version, ticket) = match self.sync_committed(res) {
@@ -2331,6 +2328,7 @@ impl Engine {
     /// Delete each entry's pending row if it still holds the entry's ticket, in one transaction
     /// (one statement on PostgreSQL); per entry, whether it did.
     async fn clear_pending_batch(&self, batch: &[Applied]) -> Result<Vec<bool>> {
+        self.flush_applied().await?;
         let db = &self.inner.db;
         if db.kind == platform::db::DbKind::Postgres {
             let rows: Vec<(String, String, String, i64)> =
@@ -2434,6 +2432,22 @@ impl Engine {
         )))
     }
 
+    /// Make every canonical copy applied so far durable before a confirmation forgets its
+    /// pending row, so that after a power loss a canonical object is either right or still
+    /// pending (local files: one `syncfs` for the batch; an object store's completed put is
+    /// already durable).
+    async fn flush_applied(&self) -> Result<()> {
+        if !self.inner.storage.is_local_fs() {
+            return Ok(());
+        }
+        let storage = self.inner.storage.clone();
+        match tokio::task::spawn_blocking(move || storage.sync_all_blocking()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Ok(()),
+            Err(e) => Err(PfsError::Internal(format!("storage sync task failed: {e}"))),
+        }
+    }
+
     /// Delete the pending row of a key if it still holds `ticket`; whether it did.
     async fn clear_pending_ticket(
         &self,
@@ -2442,6 +2456,7 @@ impl Engine {
         user: &str,
         ticket: i64,
     ) -> Result<bool> {
+        self.flush_applied().await?;
         self.pending_row_stmt(
             confirm::SQL_CLEAR_PENDING,
             "clear pending ticket",
@@ -2980,27 +2995,27 @@ fn sync_outcome(sha: String, size: u64, prev_hash: Option<String>, version: i64)
     }
 }
 
-/// [`Engine::commit_write`]'s transaction on the synchronous SQLite write connection (the caller
-/// holds the write lock): compare-and-swap, version row, audit row, generation, pending row.
-/// `Ok(Ok(None))` when the compare-and-swap finds another state (nothing is written).
+/// [`Engine::commit_write`]'s statements as one job of a group commit on the synchronous SQLite
+/// write connection ([`platform::db::Db::write_grouped_blocking`]): compare-and-swap, version row,
+/// audit row, generation, pending row. `Discard(Ok(None))` when the compare-and-swap finds
+/// another state, `Discard(Err(_))` for a simulated commit failure (nothing is written either way).
 fn sync_write_tx(
-    conn: &mut rusqlite::Connection,
+    tx: &rusqlite::Connection,
     w: &SyncWrite,
     faults: &Option<Arc<Faults>>,
     unsynced_blob: Option<&[u8]>,
-) -> rusqlite::Result<SyncTxResult> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+) -> rusqlite::Result<Grouped<SyncTxResult>> {
     let version: Option<i64> = {
         let mut st = match &w.expected {
             None => sync_stmt(
-                &tx,
+                tx,
                 SQL_CREATE_JOURNAL,
                 &[
                     &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend,
                 ],
             )?,
             Some(h) => sync_stmt(
-                &tx,
+                tx,
                 SQL_UPDATE_JOURNAL_CAS,
                 &[
                     &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend, h,
@@ -3014,11 +3029,10 @@ fn sync_write_tx(
         }
     };
     let Some(version) = version else {
-        // Dropping the transaction rolls it back.
-        return Ok(Ok(None));
+        return Ok(Grouped::Discard(Ok(None)));
     };
     sync_stmt(
-        &tx,
+        tx,
         SQL_INSERT_VERSION,
         &[
             &w.book,
@@ -3033,7 +3047,7 @@ fn sync_write_tx(
     )?
     .raw_execute()?;
     let seq = audit::append_sync(
-        &tx,
+        tx,
         &NewAuditRow {
             agent_id: &w.agent_id,
             operation: w.op,
@@ -3049,19 +3063,18 @@ fn sync_write_tx(
     )?;
     if w.user == BASE_USER {
         let shard = audit::shard_of(&w.book, &w.path, &w.user);
-        sync_stmt(&tx, SQL_BUMP_GENERATION, &[&w.book, &shard])?.raw_execute()?;
+        sync_stmt(tx, SQL_BUMP_GENERATION, &[&w.book, &shard])?.raw_execute()?;
     }
-    sync_stmt(&tx, SQL_ENQUEUE_PENDING, &[&w.book, &w.path, &w.user, &seq])?.raw_execute()?;
+    sync_stmt(tx, SQL_ENQUEUE_PENDING, &[&w.book, &w.path, &w.user, &seq])?.raw_execute()?;
     if let Some(data) = unsynced_blob {
-        sync_stmt(&tx, SQL_KEEP_UNSYNCED_BLOB, &[&w.sha, &data])?.raw_execute()?;
+        sync_stmt(tx, SQL_KEEP_UNSYNCED_BLOB, &[&w.sha, &data])?.raw_execute()?;
     }
     if let Some(f) = &faults
         && let Err(e) = f.before_commit()
     {
-        return Ok(Err(e));
+        return Ok(Grouped::Discard(Err(e)));
     }
-    tx.commit()?;
-    Ok(Ok(Some((version, seq))))
+    Ok(Grouped::Keep(Ok(Some((version, seq)))))
 }
 
 async fn bump_generation(

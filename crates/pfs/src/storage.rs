@@ -271,12 +271,31 @@ impl FsPaths {
             if durable {
                 f.sync_all()?;
             }
-            with_parent_dir(&target, || std::fs::rename(&tmp, &target))
+            with_parent_dir(&target, || std::fs::rename(&tmp, &target))?;
+            if durable {
+                // The rename (and any directory it needed) is durable only once the directories
+                // naming it are.
+                self.sync_dirs_of(&target)?;
+            }
+            Ok(())
         })();
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         res
+    }
+
+    /// fsync every directory from `file`'s parent up to the store's root.
+    fn sync_dirs_of(&self, file: &std::path::Path) -> std::io::Result<()> {
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            std::fs::File::open(d)?.sync_all()?;
+            if d == self.root {
+                break;
+            }
+            dir = d.parent().filter(|p| p.starts_with(&self.root));
+        }
+        Ok(())
     }
 
     /// Copy `from` over `to` (creating `to`'s directory), rewriting `to` in place: its blocks are

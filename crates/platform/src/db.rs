@@ -16,8 +16,10 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+pub mod group;
 pub mod sqlite_read;
 
+pub use group::{GroupError, Grouped};
 pub use sqlite_read::{SqliteReader, SqliteWriter, SyncRead};
 
 /// Which SQL backend a pool talks to. Some statements differ (transaction start, upserts).
@@ -103,6 +105,8 @@ pub struct Db {
     sync_reader: Option<Arc<SqliteReader>>,
     /// The synchronous write connection for hot write transactions (SQLite files only).
     sync_writer: Option<Arc<SqliteWriter>>,
+    /// Jobs waiting for the next group commit on `sync_writer` ([`Db::write_grouped_blocking`]).
+    group: Arc<group::GroupQueue>,
 }
 
 /// A write transaction from [`Db::begin_write`]. Derefs to the connection (`&mut *tx` is an
@@ -172,14 +176,29 @@ impl Db {
             .acquire_timeout(settings.acquire_timeout)
             // A SQLite connection is a local file handle that cannot go stale: pinging it on
             // every acquire only adds a worker-thread round trip (also inside the write lock).
-            .test_before_acquire(settings.test_before_acquire && kind == DbKind::Postgres);
+            .test_before_acquire(settings.test_before_acquire && kind == DbKind::Postgres)
+            // A connection whose COMMIT failed (disk full, I/O error) can come back still inside
+            // its transaction (SQLite had already rolled it back, so sqlx's queued ROLLBACK fails
+            // and its depth stays up): never hand it out again; the pool opens a fresh one.
+            .before_acquire(|conn, _meta| {
+                Box::pin(async move {
+                    let clean = !sqlx::Connection::is_in_transaction(&*conn);
+                    if !clean {
+                        metrics::counter!("platform_db_connections_discarded_total").increment(1);
+                        tracing::warn!("discarding a pooled connection left inside a transaction");
+                    }
+                    Ok(clean)
+                })
+            });
         match kind {
             DbKind::Sqlite => {
                 let busy_ms = settings.busy_timeout.as_millis();
                 opts = opts.after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        // FULL: a commit is on disk when it returns (NORMAL in WAL mode may lose
+                        // the last commits on power loss). Group commit pays for it.
+                        conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute(sqlx::AssertSqlSafe(format!(
                             "PRAGMA busy_timeout = {busy_ms}"
@@ -226,6 +245,7 @@ impl Db {
             write_lock: Arc::new(Mutex::new(())),
             sync_reader: None,
             sync_writer: None,
+            group: Arc::default(),
         }
     }
 
@@ -286,6 +306,56 @@ impl Db {
         Some(writer.run(f).context("sqlite write transaction"))
     }
 
+    /// Run `f` inside the next *group commit* on the synchronous SQLite write connection, on the
+    /// calling blocking thread (never call it from async code). Writers that arrive while a
+    /// commit is being flushed share the next transaction and its one fsync; each runs in its own
+    /// savepoint, and its result is returned only after the group's `COMMIT` returned (see
+    /// [`group`]). `f` must not begin or end transactions. `None` when unavailable (PostgreSQL,
+    /// in-memory SQLite).
+    pub fn write_grouped_blocking<T, F>(&self, f: F) -> Option<anyhow::Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Grouped<T>> + Send + 'static,
+    {
+        use std::sync::mpsc::TryRecvError;
+        let writer = self.sync_writer.as_ref()?;
+        let rx = self.group.push(f);
+        loop {
+            // The holder of the write lock may have run our job already.
+            match rx.try_recv() {
+                Ok(r) => return Some(r),
+                Err(TryRecvError::Disconnected) => {
+                    return Some(Err(anyhow::anyhow!(
+                        "a grouped write was dropped before it ran"
+                    )));
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            let guard = self.write_lock.blocking_lock();
+            self.group.run_queued(writer);
+            drop(guard);
+        }
+    }
+
+    /// How many group transactions [`Db::write_grouped_blocking`] has run in this process.
+    pub fn group_commits(&self) -> u64 {
+        self.group.groups()
+    }
+
+    /// [`Db::write_grouped_blocking`] from async code (one blocking task).
+    pub async fn write_grouped<T, F>(&self, f: F) -> Option<anyhow::Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Grouped<T>> + Send + 'static,
+    {
+        self.sync_writer.as_ref()?;
+        let db = self.clone();
+        match tokio::task::spawn_blocking(move || db.write_grouped_blocking(f)).await {
+            Ok(r) => r,
+            Err(e) => Some(Err(anyhow::anyhow!("sqlite write task failed: {e}"))),
+        }
+    }
+
     /// Start a write transaction (`BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL). On SQLite
     /// the process's write lock is taken first and held until commit, rollback or drop.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
@@ -302,6 +372,63 @@ impl Db {
             .context("database ping")?;
         Ok(())
     }
+}
+
+/// Whether a database error means "unavailable right now, retry later" rather than a bug or a
+/// bad request: SQLite busy or locked by another process, a full disk, an I/O error; a
+/// PostgreSQL connection that failed, timed out or was shut down, or a server out of resources.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            let code = code.as_deref().unwrap_or_default();
+            match code.parse::<i32>() {
+                // SQLite (extended) result codes: the primary code is the low byte.
+                Ok(n) => is_transient_sqlite_code(n & 0xff),
+                // PostgreSQL SQLSTATE: connection exceptions, insufficient resources,
+                // operator intervention (shutdown, cannot connect now).
+                Err(_) => ["08", "53", "57P"].iter().any(|p| code.starts_with(p)),
+            }
+        }
+        _ => false,
+    }
+}
+
+/// [`is_transient`] for an error of the direct SQLite connections (also inside an
+/// `anyhow::Error` chain, e.g. a [`GroupError`]).
+pub fn is_transient_sqlite(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        if let Some(r) = c.downcast_ref::<rusqlite::Error>() {
+            return r.sqlite_error_code().is_some_and(is_transient_sqlite_error);
+        }
+        if let Some(g) = c.downcast_ref::<GroupError>() {
+            return g.code().is_some_and(is_transient_sqlite_error);
+        }
+        false
+    })
+}
+
+fn is_transient_sqlite_error(code: rusqlite::ErrorCode) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        code,
+        C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::SystemIoFailure
+            | C::DiskFull
+            | C::CannotOpen
+            | C::FileLockingProtocolFailed
+    )
+}
+
+/// SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL.
+fn is_transient_sqlite_code(primary: i32) -> bool {
+    matches!(primary, 5 | 6 | 10 | 13 | 14 | 15)
 }
 
 /// Build a migrator from an embedded migration set with its own tracking table, so several

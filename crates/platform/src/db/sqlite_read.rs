@@ -165,7 +165,7 @@ impl SqliteWriter {
         let conn = open_existing(&self.path)?;
         // The same settings as the pool's connections (synchronous is per connection).
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(self.busy_timeout)?;
         Ok(conn)

@@ -3,6 +3,7 @@
 //! external API-key server) are small local axum servers speaking their real protocols.
 
 mod apikeys;
+mod group_commit;
 mod http_layers;
 mod jwks;
 mod ratelimit;
