@@ -374,13 +374,13 @@ pub async fn migrate(common: &Common, dir: MigrateDir) -> anyhow::Result<ExitCod
             pfs::db::migrate_up(&db).await?;
             platform::auth::apikey::migrate_up(&db).await?;
             study.migrate_up().await?;
-            println!("migrations applied ({})", db.kind.as_str());
+            println!("migrations applied ({})", db.kind().as_str());
         }
         MigrateDir::Down => {
             study.migrate_down().await?;
             platform::auth::apikey::migrate_down(&db).await?;
             pfs::db::migrate_down(&db).await?;
-            println!("migrations reverted ({})", db.kind.as_str());
+            println!("migrations reverted ({})", db.kind().as_str());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -543,7 +543,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         dev_mode = dev,
         fs = run_fs,
         study = run_study,
-        database = db.kind.as_str(),
+        database = db.kind().as_str(),
         storage = engine.storage().backend_name(),
         startup_ms = started.elapsed().as_millis() as u64,
         "panaversity ready: MCP at http://{local}/mcp, ChatKit at http://{local}/chatkit"

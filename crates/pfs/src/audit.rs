@@ -36,8 +36,8 @@ use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
 use crate::db::{db_err, from_micros, like_escape, now_micros, to_micros};
-use crate::engine::Actor;
 use crate::error::{PfsError, Result};
+use crate::ids::Actor;
 use platform::db::Db;
 
 /// Number of independent row chains (see the module docs). Changing it needs a migration.
@@ -613,7 +613,7 @@ impl AuditLog {
             };
         }
         let rows = query
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.pool())
             .await
             .map_err(db_err("query audit log"))?;
         let mut out = rows.iter().map(decode_row).collect::<Result<Vec<_>>>()?;
@@ -695,13 +695,13 @@ impl AuditLog {
                 .bind(p)
                 .bind(u)
                 .bind(after)
-                .fetch_all(&self.db.pool)
+                .fetch_all(self.db.pool())
                 .await,
                 None => sqlx::query(sqlx::AssertSqlSafe(format!(
                     "{SELECT_ROW} WHERE seq > $1 ORDER BY seq LIMIT {BATCH}"
                 )))
                 .bind(after)
-                .fetch_all(&self.db.pool)
+                .fetch_all(self.db.pool())
                 .await,
             }
             .map_err(db_err("read audit log for verification"))?;
@@ -769,7 +769,7 @@ impl AuditLog {
         if filter.is_none() {
             let heads =
                 sqlx::query("SELECT shard, row_count, row_hash FROM audit_head ORDER BY shard")
-                    .fetch_all(&self.db.pool)
+                    .fetch_all(self.db.pool())
                     .await
                     .map_err(db_err("read audit heads"))?;
             if heads.len() as i64 != AUDIT_SHARDS {

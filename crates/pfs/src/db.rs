@@ -34,12 +34,12 @@ fn migrator(kind: DbKind) -> Migrator {
 /// lock; SQLite has none, so when several processes start on one file at once the loser of the
 /// race retries and then finds the migrations applied.
 pub async fn migrate_up(db: &Db) -> Result<()> {
-    let m = migrator(db.kind);
+    let m = migrator(db.kind());
     let mut attempt = 0;
     loop {
-        match m.run(&db.pool).await {
+        match m.run(db.pool()).await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < 3 && db.kind == DbKind::Sqlite => {
+            Err(e) if attempt < 3 && db.kind() == DbKind::Sqlite => {
                 attempt += 1;
                 tracing::debug!(error = %e, attempt, "pfs migrations raced; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
@@ -51,8 +51,8 @@ pub async fn migrate_up(db: &Db) -> Result<()> {
 
 /// Revert every applied migration (all the way down; CI runs down-then-up).
 pub async fn migrate_down(db: &Db) -> Result<()> {
-    migrator(db.kind)
-        .undo(&db.pool, 0)
+    migrator(db.kind())
+        .undo(db.pool(), 0)
         .await
         .map_err(|e| PfsError::Internal(format!("reverting pfs migrations: {e}")))
 }

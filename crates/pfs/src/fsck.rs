@@ -249,7 +249,7 @@ impl Engine {
         .bind(book)
         .bind(path)
         .bind(user)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool())
         .await;
         matches!(found, Ok(Some(_)))
     }

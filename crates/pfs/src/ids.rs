@@ -115,6 +115,40 @@ impl Namespace {
     }
 }
 
+/// Who performs a mutation: the `agent_id` of audit rows. Never empty, never `system`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Actor {
+    agent_id: String,
+}
+
+impl Actor {
+    /// Check and wrap a caller id (token subject, API key owner, configured dev id).
+    pub fn new(agent_id: impl Into<String>) -> Result<Actor, PfsError> {
+        let agent_id = agent_id.into();
+        if agent_id.trim().is_empty() {
+            return Err(PfsError::InvalidInput(
+                "agent id is empty; every change needs a caller identity".into(),
+            ));
+        }
+        if agent_id.trim().eq_ignore_ascii_case("system") {
+            return Err(PfsError::InvalidInput(
+                "agent id 'system' is reserved; use the caller's real identity".into(),
+            ));
+        }
+        if agent_id.len() > 255 || agent_id.chars().any(char::is_control) {
+            return Err(PfsError::InvalidInput(
+                "agent id must be at most 255 characters without control characters".into(),
+            ));
+        }
+        Ok(Actor { agent_id })
+    }
+
+    /// The caller id recorded in audit rows.
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

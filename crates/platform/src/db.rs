@@ -97,8 +97,8 @@ impl Default for PoolSettings {
 /// 1, 2, 5 … 100 ms back-off turns lock waits into long tails. Clones share the lock.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pub pool: AnyPool,
-    pub kind: DbKind,
+    pool: AnyPool,
+    kind: DbKind,
     write_lock: Arc<Mutex<()>>,
     /// Inline query-only connections for hot point lookups (SQLite files only; see
     /// [`sqlite_read`]).
@@ -249,6 +249,28 @@ impl Db {
         }
     }
 
+    /// The pool, for reads, migrations and [`Db::begin_write`]-started transactions. A write
+    /// outside a transaction goes through [`Db::execute_write`], so that on SQLite it queues
+    /// behind the process's other writers instead of waiting in SQLite's busy handler.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which backend this is.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Run one autocommit write statement, queued on this process's write lock (SQLite) like
+    /// every other write.
+    pub async fn execute_write<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let _w = self.lock_writes().await;
+        q.execute(&self.pool).await
+    }
+
     /// The inline SQLite reader, when this is a SQLite file database (see [`sqlite_read`]).
     pub fn sync_reader(&self) -> Option<&SqliteReader> {
         self.sync_reader.as_deref()
@@ -371,6 +393,26 @@ impl Db {
             .await
             .context("database ping")?;
         Ok(())
+    }
+}
+
+/// `query.execute_write(&db)`: [`Db::execute_write`] in method position, for a statement built
+/// with `sqlx::query(…).bind(…)`.
+pub trait ExecuteWrite {
+    /// Run this write statement queued on `db`'s write lock.
+    fn execute_write(
+        self,
+        db: &Db,
+    ) -> impl std::future::Future<Output = Result<sqlx::any::AnyQueryResult, sqlx::Error>> + Send;
+}
+
+impl<'q> ExecuteWrite for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    fn execute_write(
+        self,
+        db: &Db,
+    ) -> impl std::future::Future<Output = Result<sqlx::any::AnyQueryResult, sqlx::Error>> + Send
+    {
+        db.execute_write(self)
     }
 }
 

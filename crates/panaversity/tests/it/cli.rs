@@ -20,7 +20,7 @@ const TABLES: &[&str] = &[
 ];
 
 async fn table_exists(db: &Db, name: &str) -> bool {
-    let sql = match db.kind {
+    let sql = match db.kind() {
         DbKind::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
         DbKind::Postgres => {
             "SELECT COUNT(*) FROM information_schema.tables \
@@ -29,7 +29,7 @@ async fn table_exists(db: &Db, name: &str) -> bool {
     };
     let n: i64 = sqlx::query_scalar(sql)
         .bind(name.to_string())
-        .fetch_one(&db.pool)
+        .fetch_one(db.pool())
         .await
         .unwrap_or_else(|e| panic!("checking table {name}: {e}"));
     n > 0
@@ -45,7 +45,7 @@ async fn existing(url: &str) -> Vec<&'static str> {
             v.push(*t);
         }
     }
-    db.pool.close().await;
+    db.pool().close().await;
     v
 }
 
@@ -178,16 +178,16 @@ async fn audit_verify_detects_tampering_with_exit_1() {
     // An attacker with database access can drop the append-only trigger; the hash chain still
     // tells.
     sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(&db.pool)
+        .execute(db.pool())
         .await
         .unwrap();
     let changed = sqlx::query("UPDATE audit_log SET agent_id = 'mallory' WHERE seq = 3")
-        .execute(&db.pool)
+        .execute(db.pool())
         .await
         .unwrap()
         .rows_affected();
     assert_eq!(changed, 1);
-    db.pool.close().await;
+    db.pool().close().await;
     let out = cli(&data, &[], &["fs", "audit", "verify", "--json"]).await;
     assert_eq!(out.code(), 1, "{out:?}");
     let v = out.json();

@@ -267,12 +267,12 @@ async fn write_throughput_probe() {
             let n = 300;
             let started = std::time::Instant::now();
             for _ in 0..n {
-                sqlx::query("SELECT 1").execute(&db.pool).await.unwrap();
+                sqlx::query("SELECT 1").execute(db.pool()).await.unwrap();
             }
             let q = started.elapsed() / n;
             let started = std::time::Instant::now();
             for _ in 0..n {
-                let mut tx = db.pool.begin_with(db.kind.begin_write()).await.unwrap();
+                let mut tx = db.pool().begin_with(db.kind().begin_write()).await.unwrap();
                 sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
                 tx.commit().await.unwrap();
             }

@@ -124,7 +124,7 @@ async fn fault_run(t: &TestDb, storage_cfg: StorageConfig) {
     // fsck/reconcile fixes it); blobs named by the journal are always intact.
     let pending: HashSet<String> =
         sqlx::query("SELECT book_id, path, user_id FROM pending_materializations")
-            .fetch_all(&engine.db().pool)
+            .fetch_all(engine.db().pool())
             .await
             .unwrap()
             .iter()
@@ -186,7 +186,7 @@ async fn fault_run(t: &TestDb, storage_cfg: StorageConfig) {
     assert!(chain.valid, "{chain:#?}");
     // No committed version lost its bytes.
     let versions = sqlx::query("SELECT DISTINCT sha256 FROM file_versions")
-        .fetch_all(&engine.db().pool)
+        .fetch_all(engine.db().pool())
         .await
         .unwrap();
     for r in versions {
@@ -490,7 +490,7 @@ async fn fsck_detects_and_repairs_each_kind_of_drift() {
 
 async fn unsynced_blob_rows(e: &pfs::Engine) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM unsynced_blobs")
-        .fetch_one(&e.db().pool)
+        .fetch_one(e.db().pool())
         .await
         .unwrap()
 }

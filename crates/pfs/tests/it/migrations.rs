@@ -16,7 +16,7 @@ async fn up_down_up() {
         migrate_up(&db).await.unwrap();
         migrate_up(&db).await.unwrap(); // idempotent
         sqlx::query("SELECT COUNT(*) FROM file_journal")
-            .fetch_one(&db.pool)
+            .fetch_one(db.pool())
             .await
             .unwrap();
         migrate_down(&db).await.unwrap();
@@ -29,7 +29,7 @@ async fn up_down_up() {
             "manifest_snapshots",
         ] {
             let res = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                .fetch_one(&db.pool)
+                .fetch_one(db.pool())
                 .await;
             assert!(
                 res.is_err(),
@@ -76,7 +76,7 @@ async fn audit_log_is_append_only_and_tampering_is_detected() {
         e.write(&a, &bk, &p, &Namespace::Base, b("three"), None)
             .await
             .unwrap_err();
-        let pool = &e.db().pool;
+        let pool = e.db().pool();
         assert!(e.audit().verify(None).await.unwrap().valid);
         // UPDATE and DELETE are rejected by the database.
         assert!(

@@ -447,7 +447,7 @@ fn r7_agent_provenance() {
                 )
                 .bind(1_000_000i64 + bad.len() as i64)
                 .bind(bad)
-                .execute(&t.engine.db().pool),
+                .execute(t.engine.db().pool()),
             );
             assert!(
                 res.is_err(),
@@ -462,7 +462,7 @@ fn r7_agent_provenance() {
                 "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, status, row_hash, prev_row_hash) \
                  VALUES (2000000, 0, 0, 'someone', 'write_content', 'b', 'p', '__base__', 'success', 'x', 'y')",
             )
-            .execute(&t.engine.db().pool),
+            .execute(t.engine.db().pool()),
         )
         .unwrap();
         // Every row the engine wrote carries the real caller id.

@@ -16,7 +16,7 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::{Db, migrator_with_table};
+use crate::db::{Db, ExecuteWrite, migrator_with_table};
 use crate::identity::Scopes;
 
 /// Prefix of every key this store issues.
@@ -31,7 +31,7 @@ const MIGRATIONS_TABLE: &str = "_platform_migrations";
 /// Apply the platform migrations (the `api_keys` table).
 pub async fn migrate_up(db: &Db) -> anyhow::Result<()> {
     migrator(db)
-        .run(&db.pool)
+        .run(db.pool())
         .await
         .context("applying platform migrations")
 }
@@ -39,13 +39,13 @@ pub async fn migrate_up(db: &Db) -> anyhow::Result<()> {
 /// Revert every platform migration (drops `api_keys`).
 pub async fn migrate_down(db: &Db) -> anyhow::Result<()> {
     migrator(db)
-        .undo(&db.pool, 0)
+        .undo(db.pool(), 0)
         .await
         .context("reverting platform migrations")
 }
 
 fn migrator(db: &Db) -> sqlx::migrate::Migrator {
-    match db.kind {
+    match db.kind() {
         crate::db::DbKind::Sqlite => {
             migrator_with_table(sqlx::migrate!("./migrations/sqlite"), MIGRATIONS_TABLE)
         }
@@ -127,7 +127,7 @@ pub struct ApiKeyStore {
 impl std::fmt::Debug for ApiKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiKeyStore")
-            .field("db", &self.db.kind)
+            .field("db", &self.db.kind())
             .finish_non_exhaustive()
     }
 }
@@ -172,7 +172,7 @@ impl ApiKeyStore {
         .bind(&scopes_str)
         .bind(name)
         .bind(now.timestamp_micros())
-        .execute(&self.db.pool)
+        .execute_write(&self.db)
         .await
         .context("inserting API key")?;
         let info = ApiKeyInfo {
@@ -193,7 +193,7 @@ impl ApiKeyStore {
         let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id DESC"
         )))
-        .fetch_all(&self.db.pool)
+        .fetch_all(self.db.pool())
         .await
         .context("listing API keys")?;
         Ok(rows.into_iter().map(row_to_info).collect())
@@ -205,7 +205,7 @@ impl ApiKeyStore {
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(Utc::now().timestamp_micros())
                 .bind(id)
-                .execute(&self.db.pool)
+                .execute_write(&self.db)
                 .await
                 .context("revoking API key")?;
         if let Ok(mut c) = self.cache.lock() {
@@ -234,7 +234,7 @@ impl ApiKeyStore {
             "SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
         )))
         .bind(&hash)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(self.db.pool())
         .await
         .context("looking up API key")?;
         let Some(row) = row else {
@@ -255,7 +255,7 @@ impl ApiKeyStore {
             let res = sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(now.timestamp_micros())
                 .bind(&info.id)
-                .execute(&self.db.pool)
+                .execute_write(&self.db)
                 .await;
             match res {
                 Ok(_) => info.last_used_at = Some(micros_to_time(now.timestamp_micros())),

@@ -48,7 +48,7 @@ async fn create_verify_revoke_on_every_backend() {
             .unwrap();
         assert_ne!(key, key2);
         let stored: Vec<(String,)> = sqlx::query_as("SELECT key_hash FROM api_keys")
-            .fetch_all(&db.pool)
+            .fetch_all(db.pool())
             .await
             .unwrap();
         assert!(stored.iter().all(|(h,)| h != &key && h != &key2));

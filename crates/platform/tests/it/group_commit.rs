@@ -17,7 +17,7 @@ async fn db() -> (TestDb, Db) {
             p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED); \
          INSERT INTO parent (id) VALUES (1);",
     )
-    .execute(&db.pool)
+    .execute(db.pool())
     .await
     .expect("schema");
     (t, db)
@@ -25,7 +25,7 @@ async fn db() -> (TestDb, Db) {
 
 async fn count(db: &Db) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM t")
-        .fetch_one(&db.pool)
+        .fetch_one(db.pool())
         .await
         .expect("count")
 }

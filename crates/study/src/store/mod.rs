@@ -8,7 +8,7 @@
 //!   previous page and `has_more` is exact (one extra row is fetched).
 //! - Every write has committed when the method returns (no write-behind queue).
 
-use platform::db::{Db, DbKind, migrator_with_table};
+use platform::db::{Db, DbKind, ExecuteWrite, migrator_with_table};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -121,7 +121,7 @@ impl ThreadStore {
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
-        match self.db.kind {
+        match self.db.kind() {
             DbKind::Sqlite => {
                 migrator_with_table(sqlx::migrate!("./migrations/sqlite"), MIGRATIONS_TABLE)
             }
@@ -133,13 +133,13 @@ impl ThreadStore {
 
     /// Apply every pending migration (tracked in `_study_migrations`).
     pub async fn migrate_up(&self) -> Result<(), StoreError> {
-        self.migrator().run(&self.db.pool).await?;
+        self.migrator().run(self.db.pool()).await?;
         Ok(())
     }
 
     /// Revert every applied migration of this library (drops the study tables).
     pub async fn migrate_down(&self) -> Result<(), StoreError> {
-        self.migrator().undo(&self.db.pool, 0).await?;
+        self.migrator().undo(self.db.pool(), 0).await?;
         Ok(())
     }
 
@@ -152,7 +152,7 @@ impl ThreadStore {
         meta: &ThreadMetadata,
     ) -> Result<(), StoreError> {
         insert_thread(owner, meta)?
-            .execute(&self.db.pool)
+            .execute_write(&self.db)
             .await
             .map_err(db_err("creating a thread"))?;
         Ok(())
@@ -196,7 +196,7 @@ impl ThreadStore {
         .bind(&owner.user_id)
         .bind(&owner.org_id)
         .bind(thread_id)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(self.db.pool())
         .await
         .map_err(db_err("loading a thread"))?
         .ok_or_else(|| StoreError::NotFound(format!("thread {thread_id}")))?;
@@ -225,7 +225,7 @@ impl ThreadStore {
             .bind(thread_id)
             .bind(title)
             .bind(Timestamp::now().micros())
-            .execute(&self.db.pool)
+            .execute_write(&self.db)
             .await
             .map_err(db_err("updating a thread title"))?;
         if by_user && done.rows_affected() == 0 {
@@ -251,7 +251,7 @@ impl ThreadStore {
         .bind(thread_id)
         .bind(text)
         .bind(Timestamp::now().micros())
-        .execute(&self.db.pool)
+        .execute_write(&self.db)
         .await
         .map_err(db_err("saving tutor state"))?;
         if done.rows_affected() == 0 {
@@ -311,7 +311,7 @@ impl ThreadStore {
                 .bind(&owner.user_id)
                 .bind(&owner.org_id)
                 .bind(after)
-                .fetch_optional(&self.db.pool)
+                .fetch_optional(self.db.pool())
                 .await
                 .map_err(db_err("resolving a thread cursor"))?
                 .ok_or_else(|| StoreError::NotFound(format!("thread {after} (cursor)")))?;
@@ -337,7 +337,7 @@ impl ThreadStore {
         }
         let rows = q
             .bind(limit + 1)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.pool())
             .await
             .map_err(db_err("listing threads"))?;
         let mut data = rows
@@ -352,7 +352,7 @@ impl ThreadStore {
     /// Insert a new item into a thread of this owner.
     pub async fn add_item(&self, owner: &Owner, item: &ThreadItem) -> Result<(), StoreError> {
         insert_item(owner, item)?
-            .execute(&self.db.pool)
+            .execute_write(&self.db)
             .await
             .map_err(db_err("adding an item"))?;
         Ok(())
@@ -370,7 +370,7 @@ impl ThreadStore {
         .bind(&item.id)
         .bind(payload)
         .bind(item.body.type_name())
-        .execute(&self.db.pool)
+        .execute_write(&self.db)
         .await
         .map_err(db_err("saving an item"))?;
         if done.rows_affected() == 0 {
@@ -392,7 +392,7 @@ impl ThreadStore {
         .bind(&owner.user_id)
         .bind(thread_id)
         .bind(item_id)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(self.db.pool())
         .await
         .map_err(db_err("loading an item"))?
         .ok_or_else(|| StoreError::NotFound(format!("item {item_id}")))?;
@@ -414,7 +414,7 @@ impl ThreadStore {
             .bind(&owner.user_id)
             .bind(thread_id)
             .bind(id)
-            .execute(&self.db.pool)
+            .execute_write(&self.db)
             .await
             .map_err(db_err("deleting an item"))?
             .rows_affected();
@@ -436,7 +436,7 @@ impl ThreadStore {
         .bind(&item.thread_id)
         .bind(item.created_at.micros())
         .bind(&item.id)
-        .execute(&self.db.pool)
+        .execute_write(&self.db)
         .await
         .map_err(db_err("deleting items after a retry point"))?;
         Ok(done.rows_affected())
@@ -461,7 +461,7 @@ impl ThreadStore {
                 .bind(&owner.user_id)
                 .bind(thread_id)
                 .bind(after)
-                .fetch_optional(&self.db.pool)
+                .fetch_optional(self.db.pool())
                 .await
                 .map_err(db_err("resolving an item cursor"))?
                 .ok_or_else(|| StoreError::NotFound(format!("item {after} (cursor)")))?;
@@ -502,7 +502,7 @@ impl ThreadStore {
         }
         let rows = q
             .bind(limit + 1)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.pool())
             .await
             .map_err(db_err("listing items"))?;
         let mut data = rows
@@ -585,7 +585,7 @@ impl ThreadStore {
             sqlx::query("SELECT kind FROM study_feedback WHERE user_id = $1 AND item_id = $2")
                 .bind(&owner.user_id)
                 .bind(item_id)
-                .fetch_optional(&self.db.pool)
+                .fetch_optional(self.db.pool())
                 .await
                 .map_err(db_err("loading feedback"))?;
         row.map(|r| {

@@ -46,7 +46,7 @@ async fn migrations_are_reversible() {
             Err(StoreError::NotFound(_))
         ));
         let tracked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _study_migrations")
-            .fetch_one(&store.db().pool)
+            .fetch_one(store.db().pool())
             .await
             .unwrap();
         assert_eq!(tracked, 1);

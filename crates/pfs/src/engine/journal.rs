@@ -1,0 +1,328 @@
+//! The journal's SQL: every statement of the write path and the transaction helpers shared by
+//! the commit strategies.
+
+use super::*;
+
+/// `(path, sha256)` of a book's base rows, sorted by path.
+pub(super) async fn base_hash_rows<'c, E>(conn: E, book: &str) -> Result<Vec<(String, String)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let mut rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT path, sha256 FROM file_journal WHERE book_id = $1 AND user_id = $2")
+            .bind(book)
+            .bind(BASE_USER)
+            .fetch_all(conn)
+            .await
+            .map_err(db_err("read base manifest"))?;
+    // Sorted here, not in SQL: PostgreSQL collations need not be byte order.
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(rows)
+}
+
+/// Increment the book's generation counter of the change's audit shard (whose head row the
+/// transaction already holds), so cached base manifests of every engine on this database see the
+/// change (see [`Engine::base_manifest`]).
+/// A book's profile and the current hash of one key (no row: the book does not exist).
+pub(super) const SQL_PROFILE_AND_HASH: &str = "SELECT profile, (SELECT sha256 FROM file_journal \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha FROM books WHERE book_id = $1";
+
+/// The pending ticket and the journal hash of one key, in one snapshot.
+pub(super) const SQL_PENDING_AND_STATE: &str = "SELECT (SELECT ticket FROM pending_materializations \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3) AS ticket, \
+     (SELECT sha256 FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha";
+
+/// Create a journal row (the version continues a deleted file's history); no row if the key exists.
+pub(super) const SQL_CREATE_JOURNAL: &str = "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version";
+
+/// [`SQL_CREATE_JOURNAL`] plus its version row (agent `$8`) and, when it inserted, the audit
+/// head of shard `$9` locked and advanced (see [`audit::LockedHead`]): one PostgreSQL
+/// statement returning `(version, prev_row_hash, seq)`.
+/// The inputs of [`Engine::commit_write_pg_once`].
+pub(super) struct PgWriteOnce<'a> {
+    pub(super) actor: &'a Actor,
+    pub(super) op: &'static str,
+    pub(super) book: &'a BookId,
+    pub(super) path: &'a BookPath,
+    pub(super) user: &'a str,
+    pub(super) shard: i64,
+    pub(super) sha: &'a str,
+    pub(super) size: i64,
+    pub(super) now: i64,
+    pub(super) backend: &'a str,
+    pub(super) started: Instant,
+}
+
+/// The rest of a PostgreSQL one-statement write after its compare-and-swap CTE `j` (returning
+/// the new version) and version row CTE `v`: lock the shard's audit head (`p`, after the journal
+/// row, the lock order of every write), advance it with the new row hash computed in SQL from
+/// the seq drawn under the lock and the previous row hash (`h`; `$11` is
+/// `audit::row_hash_middle`), insert the audit row (`a`; a missing head makes its seq NULL and
+/// fails the whole statement), bump the book generation when `$15` (`g`), keep the unsynced
+/// blob `$16` (`b`) and enqueue the materialization with ticket = seq (`q`). Returns `(version,
+/// seq)`, no row when the compare-and-swap did not match or the book's profile is not `$17`
+/// (when given; see [`Engine::write_pg_fast`]): then nothing was written.
+macro_rules! pg_write_once_tail {
+    () => {
+        "p AS (SELECT row_hash FROM audit_head WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) FOR UPDATE), \
+         h AS (UPDATE audit_head SET row_count = audit_head.row_count + 1, \
+         row_hash = encode(sha256(convert_to('[' || nextval('audit_log_seq') || ',' || $11 || ',\"' || p.row_hash || '\"]', 'UTF8')), 'hex') \
+         FROM p WHERE audit_head.shard = $10 \
+         RETURNING currval('audit_log_seq') AS seq, audit_head.row_hash AS row_hash, p.row_hash AS prev_row_hash), \
+         a AS (INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, new_hash, \
+         status, error_message, execution_time_ms, row_hash, prev_row_hash) \
+         SELECT h.seq, $10, $12, $9, $13, $1, $2, $3, $8, $4, 'success', NULL, $14, h.row_hash, h.prev_row_hash \
+         FROM v LEFT JOIN h ON true), \
+         g AS (INSERT INTO book_generations (book_id, shard, generation) SELECT $1, $10, 1 FROM h WHERE $15 \
+         ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1), \
+         b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $4, $16 FROM h WHERE $16 IS NOT NULL \
+         ON CONFLICT (sha256) DO NOTHING), \
+         q AS (INSERT INTO pending_materializations (book_id, path, user_id, ticket) SELECT $1, $2, $3, h.seq FROM h \
+         ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket) \
+         SELECT v.version, h.seq FROM v JOIN h ON true"
+    };
+}
+
+/// A create as one PostgreSQL statement (see [`pg_write_once_tail`]; `$8` is NULL).
+pub(super) const SQL_CREATE_ONCE_PG: &str = concat!(
+    "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+     HAVING $17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17) \
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
+    pg_write_once_tail!()
+);
+
+/// An update (compare-and-swap on `$8`) as one PostgreSQL statement (see [`pg_write_once_tail`]).
+pub(super) const SQL_UPDATE_ONCE_PG: &str = concat!(
+    "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+     AND ($17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17)) \
+     RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
+    pg_write_once_tail!()
+);
+
+pub(super) const SQL_CREATE_JOURNAL_PG: &str = "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $8 FROM j RETURNING version), \
+     h AS (UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $9 AND EXISTS (SELECT 1 FROM v) \
+     RETURNING row_hash, nextval('audit_log_seq') AS seq) \
+     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true";
+
+/// [`SQL_UPDATE_JOURNAL_CAS`] plus its version row (agent `$9`) and, when it matched, the audit
+/// head of shard `$10` locked and advanced: one PostgreSQL statement returning `(version,
+/// prev_row_hash, seq)`.
+pub(super) const SQL_UPDATE_JOURNAL_CAS_PG: &str = "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+     RETURNING version), \
+     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), \
+     h AS (UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) \
+     RETURNING row_hash, nextval('audit_log_seq') AS seq) \
+     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true";
+
+/// The compare-and-swap of an update: changes the row only if it still holds the expected hash.
+pub(super) const SQL_UPDATE_JOURNAL_CAS: &str = "UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
+     RETURNING version";
+
+pub(super) const SQL_INSERT_VERSION: &str = "INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub(super) const SQL_BUMP_GENERATION: &str = "INSERT INTO book_generations (book_id, shard, generation) VALUES ($1, $2, 1) \
+     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1";
+
+/// Keep a blob written without fsync durable in the database until the next filesystem sync.
+pub(super) const SQL_KEEP_UNSYNCED_BLOB: &str =
+    "INSERT INTO unsynced_blobs (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING";
+
+/// Mark a key pending without a commit of its own (ticket 0; see [`Engine::keep_pending`]).
+pub(super) const SQL_KEEP_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (book_id, path, user_id) DO NOTHING";
+
+pub(super) const SQL_ENQUEUE_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
+
+/// What [`sync_write_tx`] committed: `(version, ticket)`, `None` when the compare-and-swap lost.
+pub(super) type SyncTxResult = Result<Option<(i64, i64)>>;
+
+/// Who writes what, as the commit steps of a write pass it along.
+#[derive(Clone, Copy)]
+pub(super) struct WriteReq<'a> {
+    pub(super) actor: &'a Actor,
+    pub(super) op: &'static str,
+    pub(super) book: &'a BookId,
+    pub(super) path: &'a BookPath,
+    pub(super) ns: &'a Namespace,
+    pub(super) started: Instant,
+}
+
+/// What [`Engine::write_local`]'s blocking part did.
+pub(super) enum LocalWrite {
+    Done(WriteOutcome),
+    /// Storing the blob failed (nothing committed; the failure is audited).
+    BlobFailed(PfsError),
+    /// The compare-and-swap found another state (nothing committed).
+    Lost,
+    Failed(PfsError),
+}
+
+/// The outcome of a committed synchronous write.
+pub(super) fn sync_outcome(
+    sha: String,
+    size: u64,
+    prev_hash: Option<String>,
+    version: i64,
+) -> WriteOutcome {
+    WriteOutcome {
+        mode: if prev_hash.is_none() {
+            WriteMode::Created
+        } else {
+            WriteMode::Updated
+        },
+        sha256: sha,
+        size,
+        prev_hash,
+        version,
+    }
+}
+
+/// [`Engine::commit_write`]'s statements as one job of a group commit on the synchronous SQLite
+/// write connection ([`platform::db::Db::write_grouped_blocking`]): compare-and-swap, version row,
+/// audit row, generation, pending row. `Discard(Ok(None))` when the compare-and-swap finds
+/// another state, `Discard(Err(_))` for a simulated commit failure (nothing is written either way).
+pub(super) fn sync_write_tx(
+    tx: &rusqlite::Connection,
+    w: &SyncWrite,
+    faults: &Option<Arc<Faults>>,
+    unsynced_blob: Option<&[u8]>,
+) -> rusqlite::Result<Grouped<SyncTxResult>> {
+    let version: Option<i64> = {
+        let mut st = match &w.expected {
+            None => sync_stmt(
+                tx,
+                SQL_CREATE_JOURNAL,
+                &[
+                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend,
+                ],
+            )?,
+            Some(h) => sync_stmt(
+                tx,
+                SQL_UPDATE_JOURNAL_CAS,
+                &[
+                    &w.book, &w.path, &w.user, &w.sha, &w.size, &w.now, &w.backend, h,
+                ],
+            )?,
+        };
+        let mut rows = st.raw_query();
+        match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        }
+    };
+    let Some(version) = version else {
+        return Ok(Grouped::Discard(Ok(None)));
+    };
+    sync_stmt(
+        tx,
+        SQL_INSERT_VERSION,
+        &[
+            &w.book,
+            &w.path,
+            &w.user,
+            &version,
+            &w.sha,
+            &w.size,
+            &w.now,
+            &w.agent_id,
+        ],
+    )?
+    .raw_execute()?;
+    let seq = audit::append_sync(
+        tx,
+        &NewAuditRow {
+            agent_id: &w.agent_id,
+            operation: w.op,
+            book_id: &w.book,
+            path: &w.path,
+            user_id: &w.user,
+            prev_hash: w.expected.as_deref(),
+            new_hash: Some(&w.sha),
+            status: STATUS_SUCCESS,
+            error_message: None,
+            execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
+        },
+    )?;
+    if w.user == BASE_USER {
+        let shard = audit::shard_of(&w.book, &w.path, &w.user);
+        sync_stmt(tx, SQL_BUMP_GENERATION, &[&w.book, &shard])?.raw_execute()?;
+    }
+    sync_stmt(tx, SQL_ENQUEUE_PENDING, &[&w.book, &w.path, &w.user, &seq])?.raw_execute()?;
+    if let Some(data) = unsynced_blob {
+        sync_stmt(tx, SQL_KEEP_UNSYNCED_BLOB, &[&w.sha, &data])?.raw_execute()?;
+    }
+    if let Some(f) = &faults
+        && let Err(e) = f.before_commit()
+    {
+        return Ok(Grouped::Discard(Err(e)));
+    }
+    Ok(Grouped::Keep(Ok(Some((version, seq)))))
+}
+
+pub(super) async fn bump_generation(
+    conn: &mut sqlx::AnyConnection,
+    book: &str,
+    path: &str,
+    user: &str,
+) -> Result<()> {
+    sqlx::query(SQL_BUMP_GENERATION)
+        .bind(book)
+        .bind(audit::shard_of(book, path, user))
+        .execute(conn)
+        .await
+        .map_err(db_err("bump book generation"))?;
+    Ok(())
+}
+
+/// The generation vector of a book (see [`Engine::base_manifest`]).
+pub(super) async fn read_generation<'c, E>(conn: E, book: &str) -> Result<Vec<(i64, i64)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT shard, generation FROM book_generations WHERE book_id = $1 ORDER BY shard",
+    )
+    .bind(book)
+    .fetch_all(conn)
+    .await
+    .map_err(db_err("read book generation"))?;
+    Ok(rows)
+}
+
+pub(super) async fn enqueue_pending(
+    conn: &mut sqlx::AnyConnection,
+    book: &str,
+    path: &str,
+    user: &str,
+    ticket: i64,
+) -> Result<()> {
+    sqlx::query(SQL_ENQUEUE_PENDING)
+        .bind(book)
+        .bind(path)
+        .bind(user)
+        .bind(ticket)
+        .execute(conn)
+        .await
+        .map_err(db_err("enqueue materialization"))?;
+    Ok(())
+}
