@@ -339,23 +339,34 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Grouped<T>> + Send + 'static,
     {
-        use std::sync::mpsc::TryRecvError;
+        use std::sync::mpsc::RecvTimeoutError;
         let writer = self.sync_writer.as_ref()?;
         let rx = self.group.push(f);
         loop {
-            // The holder of the write lock may have run our job already.
-            match rx.try_recv() {
+            // One writer at a time leads: it takes the write lock and commits group after group
+            // while jobs keep arriving; the others only wait for their outcome, so a job queued
+            // behind a commit in flight joins the next group instead of taking a turn of its own.
+            if self.group.try_lead() {
+                {
+                    let _guard = self.write_lock.blocking_lock();
+                    for _ in 0..group::MAX_ROUNDS {
+                        if self.group.run_queued(writer) == 0 {
+                            break;
+                        }
+                    }
+                }
+                self.group.end_lead();
+            }
+            // A job queued just as its leader stepped down is picked up by the next attempt.
+            match rx.recv_timeout(group::RETRY_LEAD) {
                 Ok(r) => return Some(r),
-                Err(TryRecvError::Disconnected) => {
+                Err(RecvTimeoutError::Disconnected) => {
                     return Some(Err(anyhow::anyhow!(
                         "a grouped write was dropped before it ran"
                     )));
                 }
-                Err(TryRecvError::Empty) => {}
+                Err(RecvTimeoutError::Timeout) => {}
             }
-            let guard = self.write_lock.blocking_lock();
-            self.group.run_queued(writer);
-            drop(guard);
         }
     }
 

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// How long the confirmer gathers applied copies before one flush and one confirmation batch
+/// (local storage).
+const CONFIRM_GATHER: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Engine {
     /// Materialize right after this process committed `state` at the key with pending `ticket`:
     /// apply that state without reading it back, then queue its confirmation with the ticket.
@@ -44,8 +48,19 @@ impl Engine {
     pub(super) fn spawn_confirmer(&self) {
         let queue = self.inner.confirm.clone();
         let weak = Arc::downgrade(&self.inner);
+        // On local storage each batch costs a `syncfs` (see `flush_applied`): gather a period's
+        // worth of applied copies first, so the flush is shared and stays off the disk's busy
+        // path. Elsewhere confirm at once.
+        let gather = if self.inner.storage.is_local_fs() {
+            CONFIRM_GATHER
+        } else {
+            std::time::Duration::ZERO
+        };
         tokio::spawn(async move {
             while queue.wait().await {
+                if !gather.is_zero() {
+                    tokio::time::sleep(gather).await;
+                }
                 let Some(inner) = weak.upgrade() else { break };
                 Engine { inner }.confirm_queued().await;
             }

@@ -1,12 +1,12 @@
 //! Group commit for the synchronous SQLite write connection.
 //!
 //! A durable SQLite commit (`synchronous = FULL` in WAL mode) ends with an fsync of the WAL: one
-//! device flush per commit, which caps a serialized writer at the disk's flush rate. Writers
-//! that arrive while a commit is being flushed therefore join the *next* group instead of each
-//! waiting for a turn: every job is queued, and whoever takes the process's write lock runs all
-//! queued jobs in one `BEGIN IMMEDIATE … COMMIT`, each inside its own savepoint, and tells each
-//! job its outcome only after the commit returned. So an acknowledgement still means "on disk",
-//! and N writers share one fsync.
+//! device flush per commit, which caps a serialized writer at the disk's flush rate. So writers
+//! do not each take a turn: every job is queued, one writer at a time *leads* (takes the
+//! process's write lock and runs all queued jobs in one `BEGIN IMMEDIATE … COMMIT`, each inside
+//! its own savepoint, again and again while jobs keep arriving), and the others wait only for
+//! their outcome, which is sent after the commit returned. So an acknowledgement still means "on
+//! disk", and the writers that arrive while one commit is being flushed share the next.
 //!
 //! A job's own failure (an error, or a job that decides to write nothing) rolls back its
 //! savepoint only; the others commit. A failed `COMMIT` (disk full, I/O error) rolls the whole
@@ -14,8 +14,9 @@
 //! committed, and the connection is never left inside a transaction.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -53,6 +54,8 @@ pub(crate) struct GroupQueue {
     jobs: Mutex<Vec<Job>>,
     /// Group transactions run so far (committed or not).
     groups: AtomicU64,
+    /// Whether a writer is leading (running groups); see [`crate::db::Db::write_grouped_blocking`].
+    leading: AtomicBool,
 }
 
 impl std::fmt::Debug for GroupQueue {
@@ -63,6 +66,13 @@ impl std::fmt::Debug for GroupQueue {
 
 /// Most jobs in one group (bounds the time the write lock is held).
 const MAX_GROUP: usize = 256;
+
+/// Most groups one leader commits before it steps down (its own reply waits meanwhile).
+pub(crate) const MAX_ROUNDS: usize = 8;
+
+/// How often a waiting writer checks whether it must lead (only matters when a leader stepped
+/// down just as the writer's job arrived).
+pub(crate) const RETRY_LEAD: Duration = Duration::from_millis(2);
 
 impl GroupQueue {
     /// Queue `f` for the next group; returns the receiver of its outcome.
@@ -84,6 +94,18 @@ impl GroupQueue {
             Err(p) => p.into_inner().push(job),
         }
         rx
+    }
+
+    /// Become the leader unless another writer is.
+    pub(crate) fn try_lead(&self) -> bool {
+        self.leading
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Stop leading.
+    pub(crate) fn end_lead(&self) {
+        self.leading.store(false, Ordering::Release);
     }
 
     /// Group transactions run so far.

@@ -74,8 +74,9 @@ async fn concurrent_jobs_commit_kept_work_and_isolate_failures() {
     }
     assert_eq!(kept, 16 * 40);
     assert_eq!(count(&db).await, (16 * 40) as i64);
+    eprintln!("{} jobs in {} group commits", 16 * 100, db.group_commits());
     assert!(
-        db.group_commits() < 16 * 100,
+        db.group_commits() < 16 * 100 / 2,
         "{} commits for {} jobs: writers never shared a commit",
         db.group_commits(),
         16 * 100
