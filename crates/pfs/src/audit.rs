@@ -251,25 +251,31 @@ pub(crate) const SQL_LOCK_SHARD: &str =
     "UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $1 RETURNING row_hash";
 /// The next seq on SQLite (serialized by the write lock; PostgreSQL uses a sequence).
 pub(crate) const SQL_NEXT_SEQ_SQLITE: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log";
-pub(crate) const SQL_INSERT_ROW: &str = "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, \
-     new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+pub(crate) const SQL_INSERT_ROW: &str = concat!(
+    audit_log_insert!(),
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+);
 pub(crate) const SQL_SET_HEAD: &str = "UPDATE audit_head SET row_hash = $1 WHERE shard = $2";
 
 /// PostgreSQL: the audit row, the head update, the book generation bump (when `$16`), the copy
 /// of a blob written without fsync (when `$17` is not NULL; its sha256 is the row's new hash)
 /// and the pending materialization (ticket = seq) in one statement (data-modifying CTEs always
 /// run to completion, in this transaction).
-const SQL_APPEND_AND_ENQUEUE_PG: &str = "WITH a AS (INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, \
-     user_id, prev_hash, new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)), \
+const SQL_APPEND_AND_ENQUEUE_PG: &str = concat!(
+    "WITH a AS (",
+    audit_log_insert!(),
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)), \
      h AS (UPDATE audit_head SET row_hash = $14 WHERE shard = $2), \
-     g AS (INSERT INTO book_generations (book_id, shard, generation) SELECT $6, $2, 1 WHERE $16 \
-     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1), \
-     b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $10, $17 WHERE $17 IS NOT NULL \
-     ON CONFLICT (sha256) DO NOTHING) \
-     INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($6, $7, $8, $1) \
-     ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
+     g AS (",
+    generation_insert!(),
+    "SELECT $6, $2, 1 WHERE $16 ",
+    generation_bump_on_conflict!(),
+    "), b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $10, $17 WHERE $17 IS NOT NULL \
+     ON CONFLICT (sha256) DO NOTHING) ",
+    pending_insert!(),
+    "VALUES ($6, $7, $8, $1) ",
+    pending_take_ticket_on_conflict!()
+);
 
 /// The audit head a PostgreSQL write statement locked and advanced in its transaction: the
 /// journal compare-and-swap carries `UPDATE audit_head SET row_count = row_count + 1 WHERE shard

@@ -5,6 +5,9 @@
 //! migrations; [`engine`] implements the content operations with the hash protocol.
 //! This crate has no HTTP or MCP in it.
 
+#[macro_use]
+mod sql;
+
 pub mod archive;
 pub mod audit;
 pub mod blob_cache;

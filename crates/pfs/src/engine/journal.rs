@@ -33,26 +33,29 @@ pub(super) const SQL_PENDING_AND_STATE: &str = "SELECT (SELECT ticket FROM pendi
      (SELECT sha256 FROM file_journal WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha";
 
 /// Create a journal row (the version continues a deleted file's history); no row if the key exists.
-pub(super) const SQL_CREATE_JOURNAL: &str = "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
-     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
-     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version";
+pub(super) const SQL_CREATE_JOURNAL: &str = concat!(
+    journal_create_select!(),
+    "ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version"
+);
 
-/// [`SQL_CREATE_JOURNAL`] plus its version row (agent `$8`) and, when it inserted, the audit
-/// head of shard `$9` locked and advanced (see [`audit::LockedHead`]): one PostgreSQL
-/// statement returning `(version, prev_row_hash, seq)`.
-/// The inputs of [`Engine::commit_write_pg_once`].
-pub(super) struct PgWriteOnce<'a> {
-    pub(super) actor: &'a Actor,
+/// One write as every commit strategy takes it: who, what, the new content's hash and size, the
+/// state it expects. Owned, so it can move to a blocking task or into a group commit.
+#[derive(Clone)]
+pub(super) struct WriteIntent {
+    pub(super) agent_id: String,
     pub(super) op: &'static str,
-    pub(super) book: &'a BookId,
-    pub(super) path: &'a BookPath,
-    pub(super) user: &'a str,
+    pub(super) book: String,
+    pub(super) path: String,
+    /// The journal's user column (`__base__` or the overlay owner).
+    pub(super) user: String,
+    /// The audit shard of (book, path, user).
     pub(super) shard: i64,
-    pub(super) sha: &'a str,
+    pub(super) sha: String,
     pub(super) size: i64,
     pub(super) now: i64,
-    pub(super) backend: &'a str,
+    pub(super) backend: String,
+    /// `None`: create; `Some(h)`: update from `h`.
+    pub(super) expected: Option<String>,
     pub(super) started: Instant,
 }
 
@@ -67,91 +70,107 @@ pub(super) struct PgWriteOnce<'a> {
 /// (when given; see [`Engine::write_pg_fast`]): then nothing was written.
 macro_rules! pg_write_once_tail {
     () => {
-        "p AS (SELECT row_hash FROM audit_head WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) FOR UPDATE), \
-         h AS (UPDATE audit_head SET row_count = audit_head.row_count + 1, \
-         row_hash = encode(sha256(convert_to('[' || nextval('audit_log_seq') || ',' || $11 || ',\"' || p.row_hash || '\"]', 'UTF8')), 'hex') \
-         FROM p WHERE audit_head.shard = $10 \
-         RETURNING currval('audit_log_seq') AS seq, audit_head.row_hash AS row_hash, p.row_hash AS prev_row_hash), \
-         a AS (INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, new_hash, \
-         status, error_message, execution_time_ms, row_hash, prev_row_hash) \
-         SELECT h.seq, $10, $12, $9, $13, $1, $2, $3, $8, $4, 'success', NULL, $14, h.row_hash, h.prev_row_hash \
-         FROM v LEFT JOIN h ON true), \
-         g AS (INSERT INTO book_generations (book_id, shard, generation) SELECT $1, $10, 1 FROM h WHERE $15 \
-         ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1), \
-         b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $4, $16 FROM h WHERE $16 IS NOT NULL \
-         ON CONFLICT (sha256) DO NOTHING), \
-         q AS (INSERT INTO pending_materializations (book_id, path, user_id, ticket) SELECT $1, $2, $3, h.seq FROM h \
-         ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket) \
-         SELECT v.version, h.seq FROM v JOIN h ON true"
+        concat!(
+            "p AS (SELECT row_hash FROM audit_head WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) FOR UPDATE), \
+             h AS (UPDATE audit_head SET row_count = audit_head.row_count + 1, \
+             row_hash = encode(sha256(convert_to('[' || nextval('audit_log_seq') || ',' || $11 || ',\"' || p.row_hash || '\"]', 'UTF8')), 'hex') \
+             FROM p WHERE audit_head.shard = $10 \
+             RETURNING currval('audit_log_seq') AS seq, audit_head.row_hash AS row_hash, p.row_hash AS prev_row_hash), \
+             a AS (",
+            audit_log_insert!(),
+            "SELECT h.seq, $10, $12, $9, $13, $1, $2, $3, $8, $4, 'success', NULL, $14, h.row_hash, h.prev_row_hash \
+             FROM v LEFT JOIN h ON true), \
+             g AS (",
+            generation_insert!(),
+            "SELECT $1, $10, 1 FROM h WHERE $15 ",
+            generation_bump_on_conflict!(),
+            "), b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $4, $16 FROM h WHERE $16 IS NOT NULL \
+             ON CONFLICT (sha256) DO NOTHING), \
+             q AS (",
+            pending_insert!(),
+            "SELECT $1, $2, $3, h.seq FROM h ",
+            pending_take_ticket_on_conflict!(),
+            ") SELECT v.version, h.seq FROM v JOIN h ON true"
+        )
     };
 }
 
 /// A create as one PostgreSQL statement (see [`pg_write_once_tail`]; `$8` is NULL).
 pub(super) const SQL_CREATE_ONCE_PG: &str = concat!(
-    "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
-     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
-     HAVING $17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17) \
-     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), \
-     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
+    "WITH j AS (",
+    journal_create_select!(),
+    "HAVING $17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17) \
+     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), v AS (",
+    file_versions_insert!(),
+    "SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
     pg_write_once_tail!()
 );
 
 /// An update (compare-and-swap on `$8`) as one PostgreSQL statement (see [`pg_write_once_tail`]).
 pub(super) const SQL_UPDATE_ONCE_PG: &str = concat!(
-    "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
-     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
-     AND ($17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17)) \
-     RETURNING version), \
-     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
+    "WITH j AS (",
+    journal_cas_update!(),
+    "AND ($17::text IS NULL OR EXISTS (SELECT 1 FROM books WHERE book_id = $1 AND profile = $17)) \
+     RETURNING version), v AS (",
+    file_versions_insert!(),
+    "SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), ",
     pg_write_once_tail!()
 );
 
-pub(super) const SQL_CREATE_JOURNAL_PG: &str = "WITH j AS (INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
-     WHERE book_id = $1 AND path = $2 AND user_id = $3 \
-     ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), \
-     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-     SELECT $1, $2, $3, version, $4, $5, $6, $8 FROM j RETURNING version), \
+pub(super) const SQL_CREATE_JOURNAL_PG: &str = concat!(
+    "WITH j AS (",
+    journal_create_select!(),
+    "ON CONFLICT (book_id, path, user_id) DO NOTHING RETURNING version), v AS (",
+    file_versions_insert!(),
+    "SELECT $1, $2, $3, version, $4, $5, $6, $8 FROM j RETURNING version), \
      h AS (UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $9 AND EXISTS (SELECT 1 FROM v) \
      RETURNING row_hash, nextval('audit_log_seq') AS seq) \
-     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true";
+     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true"
+);
 
 /// [`SQL_UPDATE_JOURNAL_CAS`] plus its version row (agent `$9`) and, when it matched, the audit
 /// head of shard `$10` locked and advanced: one PostgreSQL statement returning `(version,
 /// prev_row_hash, seq)`.
-pub(super) const SQL_UPDATE_JOURNAL_CAS_PG: &str = "WITH j AS (UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
-     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
-     RETURNING version), \
-     v AS (INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-     SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), \
+pub(super) const SQL_UPDATE_JOURNAL_CAS_PG: &str = concat!(
+    "WITH j AS (",
+    journal_cas_update!(),
+    "RETURNING version), v AS (",
+    file_versions_insert!(),
+    "SELECT $1, $2, $3, version, $4, $5, $6, $9 FROM j RETURNING version), \
      h AS (UPDATE audit_head SET row_count = row_count + 1 WHERE shard = $10 AND EXISTS (SELECT 1 FROM v) \
      RETURNING row_hash, nextval('audit_log_seq') AS seq) \
-     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true";
+     SELECT v.version, h.row_hash, h.seq FROM v LEFT JOIN h ON true"
+);
 
 /// The compare-and-swap of an update: changes the row only if it still holds the expected hash.
-pub(super) const SQL_UPDATE_JOURNAL_CAS: &str = "UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
-     version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 \
-     RETURNING version";
+pub(super) const SQL_UPDATE_JOURNAL_CAS: &str = concat!(journal_cas_update!(), "RETURNING version");
 
-pub(super) const SQL_INSERT_VERSION: &str = "INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, agent_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) const SQL_INSERT_VERSION: &str = concat!(
+    file_versions_insert!(),
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+);
 
-pub(super) const SQL_BUMP_GENERATION: &str = "INSERT INTO book_generations (book_id, shard, generation) VALUES ($1, $2, 1) \
-     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1";
+pub(super) const SQL_BUMP_GENERATION: &str = concat!(
+    generation_insert!(),
+    "VALUES ($1, $2, 1) ",
+    generation_bump_on_conflict!()
+);
 
 /// Keep a blob written without fsync durable in the database until the next filesystem sync.
 pub(super) const SQL_KEEP_UNSYNCED_BLOB: &str =
     "INSERT INTO unsynced_blobs (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING";
 
 /// Mark a key pending without a commit of its own (ticket 0; see [`Engine::keep_pending`]).
-pub(super) const SQL_KEEP_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (book_id, path, user_id) DO NOTHING";
+pub(super) const SQL_KEEP_PENDING: &str = concat!(
+    pending_insert!(),
+    "VALUES ($1, $2, $3, $4) ON CONFLICT (book_id, path, user_id) DO NOTHING"
+);
 
-pub(super) const SQL_ENQUEUE_PENDING: &str = "INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket";
+pub(super) const SQL_ENQUEUE_PENDING: &str = concat!(
+    pending_insert!(),
+    "VALUES ($1, $2, $3, $4) ",
+    pending_take_ticket_on_conflict!()
+);
 
 /// What [`sync_write_tx`] committed: `(version, ticket)`, `None` when the compare-and-swap lost.
 pub(super) type SyncTxResult = Result<Option<(i64, i64)>>;
@@ -203,7 +222,7 @@ pub(super) fn sync_outcome(
 /// another state, `Discard(Err(_))` for a simulated commit failure (nothing is written either way).
 pub(super) fn sync_write_tx(
     tx: &rusqlite::Connection,
-    w: &SyncWrite,
+    w: &WriteIntent,
     faults: &Option<Arc<Faults>>,
     unsynced_blob: Option<&[u8]>,
 ) -> rusqlite::Result<Grouped<SyncTxResult>> {
@@ -264,8 +283,7 @@ pub(super) fn sync_write_tx(
         },
     )?;
     if w.user == BASE_USER {
-        let shard = audit::shard_of(&w.book, &w.path, &w.user);
-        sync_stmt(tx, SQL_BUMP_GENERATION, &[&w.book, &shard])?.raw_execute()?;
+        sync_stmt(tx, SQL_BUMP_GENERATION, &[&w.book, &w.shard])?.raw_execute()?;
     }
     sync_stmt(tx, SQL_ENQUEUE_PENDING, &[&w.book, &w.path, &w.user, &seq])?.raw_execute()?;
     if let Some(data) = unsynced_blob {

@@ -313,23 +313,6 @@ pub struct BaseManifest {
     snapshot_saved: AtomicBool,
 }
 
-/// The inputs of [`Engine::commit_write_sync`], owned (they move to a blocking task).
-#[derive(Clone)]
-struct SyncWrite {
-    agent_id: String,
-    op: &'static str,
-    book: String,
-    path: String,
-    user: String,
-    sha: String,
-    size: i64,
-    now: i64,
-    backend: String,
-    /// `None`: create; `Some(h)`: update from `h`.
-    expected: Option<String>,
-    started: Instant,
-}
-
 /// The book store engine. Cheap to clone (an `Arc` inside).
 #[derive(Clone)]
 pub struct Engine {

@@ -246,20 +246,25 @@ impl Engine {
         match (user == BASE_USER, self.inner.db.kind()) {
             // One round trip on PostgreSQL (a data-modifying CTE always runs to completion).
             (true, platform::db::DbKind::Postgres) => {
-                sqlx::query(
-                    "WITH g AS (INSERT INTO book_generations (book_id, shard, generation) VALUES ($1, $5, 1) \
-                     ON CONFLICT (book_id, shard) DO UPDATE SET generation = book_generations.generation + 1) \
-                     INSERT INTO pending_materializations (book_id, path, user_id, ticket) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (book_id, path, user_id) DO UPDATE SET ticket = excluded.ticket",
-                )
-                .bind(book)
-                .bind(path)
-                .bind(user)
-                .bind(ticket)
-                .bind(audit::shard_of(book, path, user))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("bump book generation and enqueue materialization"))?;
+                const SQL: &str = concat!(
+                    "WITH g AS (",
+                    generation_insert!(),
+                    "VALUES ($1, $5, 1) ",
+                    generation_bump_on_conflict!(),
+                    ") ",
+                    pending_insert!(),
+                    "VALUES ($1, $2, $3, $4) ",
+                    pending_take_ticket_on_conflict!()
+                );
+                sqlx::query(SQL)
+                    .bind(book)
+                    .bind(path)
+                    .bind(user)
+                    .bind(ticket)
+                    .bind(audit::shard_of(book, path, user))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err("bump book generation and enqueue materialization"))?;
             }
             (true, platform::db::DbKind::Sqlite) => {
                 bump_generation(&mut tx, book, path, user).await?;

@@ -34,24 +34,12 @@ impl Engine {
         };
         let sha = sha256_hex(bytes);
         let size = bytes.len() as u64;
-        let Ok(size_i) = i64::try_from(size) else {
+        if i64::try_from(size).is_err() {
             return Ok(None);
-        };
+        }
         // As on the general path: a storage failure is audited and reported, nothing committed.
         let unsynced = self.store_write_blob(req, &sha, bytes).await?;
-        let one = PgWriteOnce {
-            actor: req.actor,
-            op: req.op,
-            book: req.book,
-            path: req.path,
-            user: req.ns.journal_user(),
-            shard: audit::shard_of(req.book.as_str(), req.path.as_str(), req.ns.journal_user()),
-            sha: &sha,
-            size: size_i,
-            now: now_micros(),
-            backend: self.inner.storage.backend_name(),
-            started: req.started,
-        };
+        let one = self.intent(req, &sha, size, &expected)?;
         let version = self
             .commit_write_pg_once(one, &expected, unsynced.as_deref(), Some(profile))
             .await?;
@@ -66,7 +54,7 @@ impl Engine {
     /// With `profile`, the statement also requires the book to have that profile.
     pub(super) async fn commit_write_pg_once(
         &self,
-        w: PgWriteOnce<'_>,
+        w: WriteIntent,
         expected: &Expect,
         unsynced_blob: Option<&[u8]>,
         profile: Option<Profile>,
@@ -76,13 +64,13 @@ impl Engine {
             Expect::Hash(h) => Some(h.as_str()),
         };
         let row = NewAuditRow {
-            agent_id: w.actor.agent_id(),
+            agent_id: &w.agent_id,
             operation: w.op,
             book_id: w.book.as_str(),
             path: w.path.as_str(),
-            user_id: w.user,
+            user_id: &w.user,
             prev_hash,
-            new_hash: Some(w.sha),
+            new_hash: Some(&w.sha),
             status: STATUS_SUCCESS,
             error_message: None,
             execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
@@ -99,13 +87,13 @@ impl Engine {
         })
         .bind(w.book.as_str())
         .bind(w.path.as_str())
-        .bind(w.user)
-        .bind(w.sha)
+        .bind(w.user.as_str())
+        .bind(w.sha.as_str())
         .bind(w.size)
         .bind(w.now)
-        .bind(w.backend)
+        .bind(w.backend.as_str())
         .bind(prev_hash)
-        .bind(w.actor.agent_id())
+        .bind(w.agent_id.as_str())
         .bind(w.shard)
         .bind(&middle)
         .bind(ts)
@@ -130,7 +118,7 @@ impl Engine {
                 "simulated crash after commit (test fault)".into(),
             ));
         }
-        self.materialize_committed(w.book.as_str(), w.path.as_str(), w.user, seq, Some(w.sha))
+        self.materialize_committed(w.book.as_str(), w.path.as_str(), &w.user, seq, Some(&w.sha))
             .await;
         Ok(Some(version))
     }

@@ -6,19 +6,21 @@ use super::*;
 
 impl Engine {
     /// The owned inputs of a synchronous write transaction ([`sync_write_tx`]).
-    pub(super) fn sync_write(
+    pub(super) fn intent(
         &self,
         req: WriteReq<'_>,
         sha: &str,
         size: u64,
         expected: &Expect,
-    ) -> Result<SyncWrite> {
-        Ok(SyncWrite {
+    ) -> Result<WriteIntent> {
+        let user = req.ns.journal_user();
+        Ok(WriteIntent {
             agent_id: req.actor.agent_id().to_string(),
             op: req.op,
             book: req.book.as_str().to_string(),
             path: req.path.as_str().to_string(),
-            user: req.ns.journal_user().to_string(),
+            user: user.to_string(),
+            shard: audit::shard_of(req.book.as_str(), req.path.as_str(), user),
             sha: sha.to_string(),
             size: i64::try_from(size)
                 .map_err(|_| PfsError::InvalidInput("file too large".into()))?,
@@ -39,7 +41,7 @@ impl Engine {
     /// reports and audits it).
     pub(super) async fn commit_write_sync(
         &self,
-        w: SyncWrite,
+        w: WriteIntent,
         size: u64,
     ) -> Result<Option<WriteOutcome>> {
         let faults = self.inner.cfg.faults.clone();
@@ -92,7 +94,7 @@ impl Engine {
         expected: Expect,
     ) -> Result<WriteOutcome> {
         let size = bytes.len() as u64;
-        let w = self.sync_write(req, &sha, size, &expected)?;
+        let w = self.intent(req, &sha, size, &expected)?;
         // If the write below leaves the blob unsynced and then loses its compare-and-swap, the
         // general path may still commit it (the file went back to the expected hash meanwhile):
         // it needs the bytes too.
@@ -116,7 +118,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn write_local_blocking(&self, w: SyncWrite, bytes: Bytes) -> LocalWrite {
+    pub(super) fn write_local_blocking(&self, w: WriteIntent, bytes: Bytes) -> LocalWrite {
         let storage = &self.inner.storage;
         // A small blob skips its fsync: its bytes commit with the journal row instead (see
         // "Unsynced blobs" in the module docs).

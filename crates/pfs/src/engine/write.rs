@@ -282,7 +282,7 @@ impl Engine {
         unsynced_blob: Option<&[u8]>,
     ) -> Result<WriteOutcome> {
         if self.inner.db.has_sync_writer() && unsynced_blob.is_none() {
-            let w = self.sync_write(req, sha, size, &expected)?;
+            let w = self.intent(req, sha, size, &expected)?;
             if let Some(outcome) = self.commit_write_sync(w, size).await? {
                 return Ok(outcome);
             }
@@ -325,19 +325,7 @@ impl Engine {
         let pg = db.kind() == platform::db::DbKind::Postgres;
         let shard = audit::shard_of(book.as_str(), path.as_str(), user);
         if pg {
-            let one = PgWriteOnce {
-                actor,
-                op,
-                book,
-                path,
-                user,
-                shard,
-                sha,
-                size: size_i,
-                now,
-                backend,
-                started,
-            };
+            let one = self.intent(req, sha, size, &expected)?;
             if let Some(version) = self
                 .commit_write_pg_once(one, &expected, unsynced_blob, None)
                 .await?
