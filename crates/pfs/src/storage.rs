@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -142,69 +141,103 @@ pub enum FaultOp {
     Copy,
 }
 
-/// A shared, adjustable plan of injected storage failures (tests). Faults are returned as
-/// transient `STORAGE_UNAVAILABLE` errors *after* opendal's retry layer, i.e. as the engine would
-/// see a storage outage. With `ambiguous`, half of the injected put/copy/delete faults happen
-/// after the real call succeeded (the caller can't tell whether the change landed).
-#[derive(Debug, Default)]
-pub struct FaultPlan {
-    fail_next: AtomicU64,
-    /// Failure probability in parts per million.
-    rate_ppm: AtomicU64,
-    ambiguous: std::sync::atomic::AtomicBool,
-    injected: AtomicU64,
+#[cfg(feature = "test-support")]
+pub use fault_plan::FaultPlan;
+
+#[cfg(not(feature = "test-support"))]
+pub use no_fault_plan::FaultPlan;
+
+/// Storage fault injection, only with the `test-support` feature (see `engine::Faults`).
+#[cfg(feature = "test-support")]
+mod fault_plan {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::FaultOp;
+
+    /// A shared, adjustable plan of injected storage failures (tests). Faults are returned as
+    /// transient `STORAGE_UNAVAILABLE` errors *after* opendal's retry layer, i.e. as the engine would
+    /// see a storage outage. With `ambiguous`, half of the injected put/copy/delete faults happen
+    /// after the real call succeeded (the caller can't tell whether the change landed).
+    #[derive(Debug, Default)]
+    pub struct FaultPlan {
+        fail_next: AtomicU64,
+        /// Failure probability in parts per million.
+        rate_ppm: AtomicU64,
+        ambiguous: std::sync::atomic::AtomicBool,
+        injected: AtomicU64,
+    }
+
+    impl FaultPlan {
+        /// A plan that injects nothing until told to.
+        pub fn new() -> Arc<FaultPlan> {
+            Arc::new(FaultPlan::default())
+        }
+
+        /// Make the next `n` put/get/delete/copy calls fail.
+        pub fn fail_next(&self, n: u64) {
+            self.fail_next.store(n, Ordering::SeqCst);
+        }
+
+        /// Make a random fraction (0.0–1.0) of calls fail.
+        pub fn set_failure_rate(&self, fraction: f64) {
+            let ppm = (fraction.clamp(0.0, 1.0) * 1_000_000.0) as u64;
+            self.rate_ppm.store(ppm, Ordering::SeqCst);
+        }
+
+        /// Let half of the injected mutation faults happen after the real call succeeded.
+        pub fn set_ambiguous(&self, on: bool) {
+            self.ambiguous.store(on, Ordering::SeqCst);
+        }
+
+        /// Stop injecting.
+        pub fn disable(&self) {
+            self.fail_next.store(0, Ordering::SeqCst);
+            self.rate_ppm.store(0, Ordering::SeqCst);
+        }
+
+        /// How many faults were injected so far.
+        pub fn injected(&self) -> u64 {
+            self.injected.load(Ordering::SeqCst)
+        }
+
+        /// Decide whether this call fails; `Some(after)` when it does (`after`: fail after the call).
+        pub(super) fn decide(&self, op: FaultOp) -> Option<bool> {
+            let take_next = self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let fail = take_next || {
+                let ppm = self.rate_ppm.load(Ordering::Relaxed);
+                ppm > 0 && rand::random_range(0..1_000_000u64) < ppm
+            };
+            if !fail {
+                return None;
+            }
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            let after = op != FaultOp::Get
+                && self.ambiguous.load(Ordering::Relaxed)
+                && rand::random_bool(0.5);
+            Some(after)
+        }
+    }
 }
 
-impl FaultPlan {
-    /// A plan that injects nothing until told to.
-    pub fn new() -> Arc<FaultPlan> {
-        Arc::new(FaultPlan::default())
+#[cfg(not(feature = "test-support"))]
+mod no_fault_plan {
+    use super::FaultOp;
+
+    /// Storage fault injection is compiled out (feature `test-support` off): no value of this
+    /// type can be made.
+    #[derive(Debug)]
+    pub struct FaultPlan {
+        _none: std::convert::Infallible,
     }
 
-    /// Make the next `n` put/get/delete/copy calls fail.
-    pub fn fail_next(&self, n: u64) {
-        self.fail_next.store(n, Ordering::SeqCst);
-    }
-
-    /// Make a random fraction (0.0–1.0) of calls fail.
-    pub fn set_failure_rate(&self, fraction: f64) {
-        let ppm = (fraction.clamp(0.0, 1.0) * 1_000_000.0) as u64;
-        self.rate_ppm.store(ppm, Ordering::SeqCst);
-    }
-
-    /// Let half of the injected mutation faults happen after the real call succeeded.
-    pub fn set_ambiguous(&self, on: bool) {
-        self.ambiguous.store(on, Ordering::SeqCst);
-    }
-
-    /// Stop injecting.
-    pub fn disable(&self) {
-        self.fail_next.store(0, Ordering::SeqCst);
-        self.rate_ppm.store(0, Ordering::SeqCst);
-    }
-
-    /// How many faults were injected so far.
-    pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::SeqCst)
-    }
-
-    /// Decide whether this call fails; `Some(after)` when it does (`after`: fail after the call).
-    fn decide(&self, op: FaultOp) -> Option<bool> {
-        let take_next = self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        let fail = take_next || {
-            let ppm = self.rate_ppm.load(Ordering::Relaxed);
-            ppm > 0 && rand::random_range(0..1_000_000u64) < ppm
-        };
-        if !fail {
-            return None;
+    impl FaultPlan {
+        pub(super) fn decide(&self, _op: FaultOp) -> Option<bool> {
+            match self._none {}
         }
-        self.injected.fetch_add(1, Ordering::SeqCst);
-        let after =
-            op != FaultOp::Get && self.ambiguous.load(Ordering::Relaxed) && rand::random_bool(0.5);
-        Some(after)
     }
 }
 
