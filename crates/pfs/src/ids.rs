@@ -115,6 +115,71 @@ impl Namespace {
     }
 }
 
+/// A SHA-256 digest as 64 lowercase hex digits: the name of a blob, the identity of a version,
+/// what `expected_hash` must equal. Only made by hashing bytes or by parsing a valid digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256(String);
+
+impl Sha256 {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Sha256 {
+        use sha2::Digest;
+        Sha256(hex::encode(sha2::Sha256::digest(bytes)))
+    }
+
+    /// Parse a digest a client sent (surrounding space ignored, any case accepted).
+    pub fn parse(s: &str) -> Result<Sha256, PfsError> {
+        let h = s.trim().to_ascii_lowercase();
+        if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Sha256(h))
+        } else {
+            Err(PfsError::InvalidInput(
+                "expected_hash must be the 64-hex-digit sha256 returned by read_content".into(),
+            ))
+        }
+    }
+
+    /// A digest the journal stored (written only from [`Sha256`] values; not re-validated).
+    pub(crate) fn from_journal(s: String) -> Sha256 {
+        Sha256(s)
+    }
+
+    /// The 64 hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 64 hex digits, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for Sha256 {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Sha256 {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl rusqlite::ToSql for Sha256 {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
 /// Who performs a mutation: the `agent_id` of audit rows. Never empty, never `system`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Actor {
@@ -167,6 +232,21 @@ mod tests {
         assert!(UserId::parse("user_1-A").is_ok());
         for bad in ["", "__base__", "a/b", "a.b", &"u".repeat(101)] {
             assert!(UserId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sha256_is_made_by_hashing_or_by_parsing_a_valid_digest() {
+        let d = Sha256::of(b"hello");
+        assert_eq!(
+            d.as_str(),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let upper = format!(" {} ", d.as_str().to_ascii_uppercase());
+        assert_eq!(Sha256::parse(&upper).expect("parses"), d);
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(63), &"a".repeat(65)] {
+            let e = Sha256::parse(bad).expect_err(bad);
+            assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
         }
     }
 }

@@ -50,12 +50,12 @@ pub(super) struct WriteIntent {
     pub(super) user: String,
     /// The audit shard of (book, path, user).
     pub(super) shard: i64,
-    pub(super) sha: String,
+    pub(super) sha: Sha256,
     pub(super) size: i64,
     pub(super) now: i64,
     pub(super) backend: String,
     /// `None`: create; `Some(h)`: update from `h`.
-    pub(super) expected: Option<String>,
+    pub(super) expected: Option<Sha256>,
     pub(super) started: Instant,
 }
 
@@ -198,9 +198,9 @@ pub(super) enum LocalWrite {
 
 /// The outcome of a committed synchronous write.
 pub(super) fn sync_outcome(
-    sha: String,
+    sha: Sha256,
     size: u64,
-    prev_hash: Option<String>,
+    prev_hash: Option<Sha256>,
     version: i64,
 ) -> WriteOutcome {
     WriteOutcome {
@@ -209,9 +209,9 @@ pub(super) fn sync_outcome(
         } else {
             WriteMode::Updated
         },
-        sha256: sha,
+        sha256: sha.into_string(),
         size,
-        prev_hash,
+        prev_hash: prev_hash.map(Sha256::into_string),
         version,
     }
 }

@@ -56,7 +56,7 @@ use crate::db::{
     self as pdb, db_err, from_micros, like_escape, now_micros, sync_db_err, sync_stmt,
 };
 use crate::error::{PfsError, Result};
-use crate::ids::{BASE_USER, BookId, Namespace, UserId};
+use crate::ids::{BASE_USER, BookId, Namespace, Sha256, UserId};
 use crate::path::{Area, BookPath, DirPrefix, storage_key};
 use crate::schema::Profile;
 use crate::storage::{Storage, blob_key, is_sha256_hex, sha256_hex};
@@ -198,14 +198,14 @@ pub struct WriteOutcome {
 
 impl WriteOutcome {
     /// The outcome of a committed write of `sha256` that expected `expected`.
-    fn of(expected: Expect, sha256: String, size: u64, version: i64) -> WriteOutcome {
+    fn of(expected: Expect, sha256: Sha256, size: u64, version: i64) -> WriteOutcome {
         let (mode, prev_hash) = match expected {
             Expect::Absent => (WriteMode::Created, None),
-            Expect::Hash(h) => (WriteMode::Updated, Some(h)),
+            Expect::Hash(h) => (WriteMode::Updated, Some(h.into_string())),
         };
         WriteOutcome {
             mode,
-            sha256,
+            sha256: sha256.into_string(),
             size,
             prev_hash,
             version,
@@ -264,7 +264,7 @@ enum Expect {
     /// Create: the row must not exist.
     Absent,
     /// Update: the row must exist with this hash.
-    Hash(String),
+    Hash(Sha256),
 }
 
 struct Inner {

@@ -35,17 +35,17 @@ impl Engine {
             write_metrics(STATUS_ERROR, "none", OP_UPLOAD_ASSET, started);
             return Err(e);
         }
-        let sha = sha256_hex(&bytes);
+        let sha = Sha256::of(&bytes);
         let size = bytes.len() as u64;
         let mut blob_stored = false;
         for _attempt in 0..32 {
             let current = self.stat(book, path, &Namespace::Base).await?;
             if let Some(cur) = &current
-                && cur.sha256 == sha
+                && *cur.sha256 == *sha
             {
                 return Ok(AssetOutcome {
                     status: AssetStatus::Unchanged,
-                    sha256: sha,
+                    sha256: sha.to_string(),
                     size,
                     version: cur.version,
                 });
@@ -68,7 +68,7 @@ impl Engine {
                 blob_stored = true;
             }
             let expect = match &current {
-                Some(cur) => Expect::Hash(cur.sha256.clone()),
+                Some(cur) => Expect::Hash(Sha256::from_journal(cur.sha256.clone())),
                 None => Expect::Absent,
             };
             match self

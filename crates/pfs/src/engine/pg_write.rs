@@ -27,12 +27,12 @@ impl Engine {
         {
             return Ok(None);
         }
-        let expected = match expected_hash.map(|h| h.trim().to_ascii_lowercase()) {
+        let expected = match expected_hash.map(Sha256::parse) {
             None => Expect::Absent,
-            Some(h) if is_sha256_hex(&h) => Expect::Hash(h),
-            Some(_) => return Ok(None),
+            Some(Ok(h)) => Expect::Hash(h),
+            Some(Err(_)) => return Ok(None),
         };
-        let sha = sha256_hex(bytes);
+        let sha = Sha256::of(bytes);
         let size = bytes.len() as u64;
         if i64::try_from(size).is_err() {
             return Ok(None);
@@ -70,7 +70,7 @@ impl Engine {
             path: w.path.as_str(),
             user_id: &w.user,
             prev_hash,
-            new_hash: Some(&w.sha),
+            new_hash: Some(w.sha.as_str()),
             status: STATUS_SUCCESS,
             error_message: None,
             execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
@@ -118,8 +118,14 @@ impl Engine {
                 "simulated crash after commit (test fault)".into(),
             ));
         }
-        self.materialize_committed(w.book.as_str(), w.path.as_str(), &w.user, seq, Some(&w.sha))
-            .await;
+        self.materialize_committed(
+            w.book.as_str(),
+            w.path.as_str(),
+            &w.user,
+            seq,
+            Some(w.sha.as_str()),
+        )
+        .await;
         Ok(Some(version))
     }
 }

@@ -9,7 +9,7 @@ impl Engine {
     pub(super) fn intent(
         &self,
         req: WriteReq<'_>,
-        sha: &str,
+        sha: &Sha256,
         size: u64,
         expected: &Expect,
     ) -> Result<WriteIntent> {
@@ -21,7 +21,7 @@ impl Engine {
             path: req.path.as_str().to_string(),
             user: user.to_string(),
             shard: audit::shard_of(req.book.as_str(), req.path.as_str(), user),
-            sha: sha.to_string(),
+            sha: sha.clone(),
             size: i64::try_from(size)
                 .map_err(|_| PfsError::InvalidInput("file too large".into()))?,
             now: now_micros(),
@@ -55,7 +55,7 @@ impl Engine {
         let Some((version, seq)) = self.sync_committed(res)? else {
             return Ok(None);
         };
-        self.materialize_committed(&book, &path, &user, seq, Some(&sha))
+        self.materialize_committed(&book, &path, &user, seq, Some(sha.as_str()))
             .await;
         Ok(Some(sync_outcome(sha, size, prev_hash, version)))
     }
@@ -89,7 +89,7 @@ impl Engine {
     pub(super) async fn write_local(
         &self,
         req: WriteReq<'_>,
-        sha: String,
+        sha: Sha256,
         bytes: Bytes,
         expected: Expect,
     ) -> Result<WriteOutcome> {

@@ -70,17 +70,7 @@ impl Engine {
         let checks = self.check_write(book, path, ns, &bytes).await;
         let expected = match expected_hash {
             None => Ok(Expect::Absent),
-            Some(h) => {
-                let h = h.trim().to_ascii_lowercase();
-                if is_sha256_hex(&h) {
-                    Ok(Expect::Hash(h))
-                } else {
-                    Err(PfsError::InvalidInput(
-                        "expected_hash must be the 64-hex-digit sha256 returned by read_content"
-                            .into(),
-                    ))
-                }
-            }
+            Some(h) => Sha256::parse(h).map(Expect::Hash),
         };
         // Fail fast on a stale or missing hash before storing any bytes; the compare-and-swap in
         // the transaction stays the authority (the journal may change in between).
@@ -92,9 +82,9 @@ impl Engine {
                     current: cur,
                 }),
                 (Expect::Hash(_), None) => Err(not_found_for_update(path)),
-                (Expect::Hash(h), Some(cur)) if *h != cur => Err(PfsError::Conflict {
+                (Expect::Hash(h), Some(cur)) if *h != *cur.as_str() => Err(PfsError::Conflict {
                     path: path.to_string(),
-                    expected: h.clone(),
+                    expected: h.to_string(),
                     current: cur,
                 }),
                 _ => Ok(exp),
@@ -108,7 +98,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        let sha = sha256_hex(&bytes);
+        let sha = Sha256::of(&bytes);
         let size = bytes.len() as u64;
         if self.inner.db.has_sync_writer() && self.inner.storage.is_local_fs() {
             return self.write_local(req, sha, bytes, expected).await;
@@ -276,7 +266,7 @@ impl Engine {
     pub(super) async fn commit_write(
         &self,
         req: WriteReq<'_>,
-        sha: &str,
+        sha: &Sha256,
         size: u64,
         expected: Expect,
         unsynced_blob: Option<&[u8]>,
@@ -300,7 +290,7 @@ impl Engine {
     pub(super) async fn commit_write_pool(
         &self,
         req: WriteReq<'_>,
-        sha: &str,
+        sha: &Sha256,
         size: u64,
         expected: Expect,
         unsynced_blob: Option<&[u8]>,
@@ -330,7 +320,7 @@ impl Engine {
                 .commit_write_pg_once(one, &expected, unsynced_blob, None)
                 .await?
             {
-                return Ok(WriteOutcome::of(expected, sha.to_string(), size, version));
+                return Ok(WriteOutcome::of(expected, sha.clone(), size, version));
             }
             // The compare-and-swap found another state: the transaction below looks again,
             // commits if the file is back in the expected state, and otherwise reports and
@@ -352,7 +342,7 @@ impl Engine {
                     .bind(book.as_str())
                     .bind(path.as_str())
                     .bind(user)
-                    .bind(sha)
+                    .bind(sha.as_str())
                     .bind(size_i)
                     .bind(now)
                     .bind(backend);
@@ -392,7 +382,7 @@ impl Engine {
                 .bind(book.as_str())
                 .bind(path.as_str())
                 .bind(user)
-                .bind(sha)
+                .bind(sha.as_str())
                 .bind(size_i)
                 .bind(now)
                 .bind(backend)
@@ -429,7 +419,7 @@ impl Engine {
                 (Expect::Hash(_), None) => not_found_for_update(path),
                 (Expect::Hash(h), Some(cur)) => PfsError::Conflict {
                     path: path.to_string(),
-                    expected: h.clone(),
+                    expected: h.to_string(),
                     current: cur,
                 },
                 // The insert lost to a row that was deleted again before we looked: retryable.
@@ -521,7 +511,7 @@ impl Engine {
                 .bind(path.as_str())
                 .bind(user)
                 .bind(version)
-                .bind(sha)
+                .bind(sha.as_str())
                 .bind(size_i)
                 .bind(now)
                 .bind(actor.agent_id())
@@ -531,7 +521,7 @@ impl Engine {
             let seq = audit::append_in_tx(&mut tx, &row).await?;
             if let Some(data) = unsynced_blob {
                 sqlx::query(SQL_KEEP_UNSYNCED_BLOB)
-                    .bind(sha)
+                    .bind(sha.as_str())
                     .bind(data)
                     .execute(&mut *tx)
                     .await
@@ -555,7 +545,7 @@ impl Engine {
             mode,
             sha256: sha.to_string(),
             size,
-            prev_hash,
+            prev_hash: prev_hash.map(Sha256::into_string),
             version,
         })
     }
