@@ -267,10 +267,40 @@ enum Expect {
     Hash(Sha256),
 }
 
+/// How a successful write commits, chosen once at [`Engine::open`] from the database and the
+/// storage (the portable pool transaction also reports every lost compare-and-swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitPath {
+    /// SQLite file and local storage: blob, grouped commit and canonical copy on one blocking
+    /// thread ([`Engine::write_local`]).
+    SqliteLocal,
+    /// SQLite file and object storage: the commit as a job of a group commit
+    /// ([`Engine::commit_write_sync`]).
+    SqliteGrouped,
+    /// PostgreSQL: one autocommit statement ([`Engine::write_pg_fast`],
+    /// [`Engine::commit_write_pg_once`]).
+    Postgres,
+    /// In-memory SQLite or direct connections turned off: the pool transaction.
+    Pool,
+}
+
+impl CommitPath {
+    fn choose(db: &Db, storage: &Storage) -> CommitPath {
+        match (db.kind(), db.has_sync_writer(), storage.is_local_fs()) {
+            (platform::db::DbKind::Postgres, _, _) => CommitPath::Postgres,
+            (_, true, true) => CommitPath::SqliteLocal,
+            (_, true, false) => CommitPath::SqliteGrouped,
+            (_, false, _) => CommitPath::Pool,
+        }
+    }
+}
+
 struct Inner {
     db: Db,
     storage: Storage,
     cfg: EngineConfig,
+    /// How writes commit (chosen at open).
+    commit_path: CommitPath,
     /// Base manifests by book id, each valid for the generation vector it was read at.
     manifests: std::sync::Mutex<HashMap<String, Arc<BaseManifest>>>,
     /// Small immutable blobs by sha256 (`None` when turned off).
@@ -381,8 +411,11 @@ impl Engine {
         let defer_blob_sync = (db.has_sync_writer() || db.kind() == platform::db::DbKind::Postgres)
             && storage.can_defer_blob_sync()
             && !cfg.blob_sync_interval.is_zero();
+        let commit_path = CommitPath::choose(&db, &storage);
+        tracing::debug!(?commit_path, "write commit strategy");
         let engine = Engine {
             inner: Arc::new(Inner {
+                commit_path,
                 db,
                 storage,
                 cfg,

@@ -16,7 +16,7 @@ impl Engine {
         bytes: &Bytes,
         expected_hash: Option<&str>,
     ) -> Result<Option<WriteOutcome>> {
-        if self.inner.db.kind() != platform::db::DbKind::Postgres {
+        if self.inner.commit_path != CommitPath::Postgres {
             return Ok(None);
         }
         let Some(profile) = self.cached_profile(req.book.as_str()) else {

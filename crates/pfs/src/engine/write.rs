@@ -100,7 +100,7 @@ impl Engine {
         };
         let sha = Sha256::of(&bytes);
         let size = bytes.len() as u64;
-        if self.inner.db.has_sync_writer() && self.inner.storage.is_local_fs() {
+        if self.inner.commit_path == CommitPath::SqliteLocal {
             return self.write_local(req, sha, bytes, expected).await;
         }
         let unsynced = self.store_write_blob(req, &sha, &bytes).await?;
@@ -271,7 +271,11 @@ impl Engine {
         expected: Expect,
         unsynced_blob: Option<&[u8]>,
     ) -> Result<WriteOutcome> {
-        if self.inner.db.has_sync_writer() && unsynced_blob.is_none() {
+        let grouped = matches!(
+            self.inner.commit_path,
+            CommitPath::SqliteLocal | CommitPath::SqliteGrouped
+        );
+        if grouped && unsynced_blob.is_none() {
             let w = self.intent(req, sha, size, &expected)?;
             if let Some(outcome) = self.commit_write_sync(w, size).await? {
                 return Ok(outcome);

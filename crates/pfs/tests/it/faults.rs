@@ -613,3 +613,68 @@ async fn unsynced_blobs_are_flushed_and_forgotten() {
         }
     }
 }
+
+/// Another process holding SQLite's write lock makes writes fail fast with the retryable
+/// `STORAGE_UNAVAILABLE` (not `INTERNAL` after a long wait), and they work again once it lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_locked_by_another_process_is_storage_unavailable_then_recovers() {
+    init();
+    let t = TestDb::sqlite();
+    let settings = platform::db::PoolSettings {
+        busy_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let db = platform::db::Db::connect(&t.url, &settings)
+        .await
+        .expect("connect");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::new(&StorageConfig::Fs {
+        root: dir.path().to_path_buf(),
+    })
+    .expect("fs storage");
+    let e = pfs::Engine::open(db, storage, cfg(Profile::Strict))
+        .await
+        .expect("open");
+    let (a, bk, p) = (
+        actor("agent-lock"),
+        book("locked-book"),
+        path("content/01-Part/01-Chapter/01-lesson.md"),
+    );
+    let w = e
+        .write(&a, &bk, &p, &Namespace::Base, b("# one\n"), None)
+        .await
+        .expect("first write");
+
+    let file = platform::db::sqlite_read::sqlite_file_of(&t.url).expect("a SQLite file");
+    let other = rusqlite::Connection::open(&file).expect("second connection");
+    other
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("the other process takes the write lock");
+    let started = std::time::Instant::now();
+    let err = e
+        .write(&a, &bk, &p, &Namespace::Base, b("# two\n"), Some(&w.sha256))
+        .await
+        .expect_err("the database is locked");
+    assert_eq!(err.code(), pfs::ErrorCode::StorageUnavailable, "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let err = e
+        .delete(&a, &bk, &p, &Namespace::Base)
+        .await
+        .expect_err("the database is locked");
+    assert_eq!(err.code(), pfs::ErrorCode::StorageUnavailable, "{err}");
+
+    other.execute_batch("ROLLBACK").expect("release the lock");
+    let w2 = e
+        .write(&a, &bk, &p, &Namespace::Base, b("# two\n"), Some(&w.sha256))
+        .await
+        .expect("writes work again without a restart");
+    assert_eq!(w2.sha256, sha(b"# two\n"));
+    e.delete(&a, &bk, &p, &Namespace::Base)
+        .await
+        .expect("deletes work again");
+    assert_journal_equals_storage(&e).await;
+}
