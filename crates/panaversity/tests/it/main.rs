@@ -9,6 +9,7 @@ mod disk_full;
 mod http_hardening;
 mod jwt;
 mod power_loss;
+mod reconciler;
 mod redis;
 mod shutdown;
 mod stdio;

@@ -33,7 +33,7 @@ struct Seen {
     in_flight: Option<String>,
 }
 
-fn sh(args: &[&str]) -> Result<(), String> {
+pub(crate) fn sh(args: &[&str]) -> Result<(), String> {
     let out = StdCommand::new(args[0])
         .args(&args[1..])
         .output()
@@ -50,12 +50,12 @@ fn sh(args: &[&str]) -> Result<(), String> {
 }
 
 /// A mounted ext4 image, unmounted on drop.
-struct Mounted {
-    dir: PathBuf,
+pub(crate) struct Mounted {
+    pub(crate) dir: PathBuf,
 }
 
 impl Mounted {
-    fn mount(image: &Path, dir: &Path) -> Result<Mounted, String> {
+    pub(crate) fn mount(image: &Path, dir: &Path) -> Result<Mounted, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         // commit=600: no periodic journal commit during a trial, so only what the server itself
         // flushed (fsync, syncfs) is on the "disk" when the power goes.
@@ -78,13 +78,13 @@ impl Drop for Mounted {
     }
 }
 
-fn new_image(path: &Path) -> Result<(), String> {
+pub(crate) fn new_image(path: &Path) -> Result<(), String> {
     sh(&["truncate", "-s", "384M", &path.to_string_lossy()])?;
     sh(&["mkfs.ext4", "-q", "-F", &path.to_string_lossy()])
 }
 
 /// Whether this machine can run the test (root, loop devices, mkfs.ext4).
-fn can_mount(scratch: &Path) -> Result<(), String> {
+pub(crate) fn can_mount(scratch: &Path) -> Result<(), String> {
     let img = scratch.join("probe.img");
     new_image(&img)?;
     let m = Mounted::mount(&img, &scratch.join("probe"))?;
