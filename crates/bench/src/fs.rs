@@ -404,12 +404,8 @@ async fn sample_lessons(mcp: &Mcp) -> anyhow::Result<Vec<String>> {
         .context("glob_search returned no matches array")?
         .iter()
         .filter_map(Value::as_str)
-        // Matches are storage paths (`books/{book}/content/…`); tools take book paths.
-        .map(|m| {
-            m.strip_prefix("books/sample-book/")
-                .unwrap_or(m)
-                .to_string()
-        })
+        // Matches are the book-relative paths the other tools take.
+        .map(str::to_string)
         .filter(|p| p.starts_with("content/"))
         .collect();
     if paths.is_empty() {

@@ -561,6 +561,19 @@ struct PlanFile {
     change_type: Option<String>,
 }
 
+impl Plan {
+    /// The plan of a book that does not exist yet.
+    fn empty() -> Plan {
+        Plan {
+            status: "new".into(),
+            manifest_hash: String::new(),
+            files: Vec::new(),
+            total_files: 0,
+            warning: None,
+        }
+    }
+}
+
 impl PlanFile {
     /// Whether applying this entry removes a file.
     fn is_deletion(&self) -> bool {
@@ -799,10 +812,12 @@ async fn resolve_profile(
     wanted: Option<ProfileArg>,
     dry_run: bool,
 ) -> anyhow::Result<Profile> {
-    let listed = mcp
-        .call("list_books", json!({ "book_id": book }))
-        .await
-        .context("list_books")?;
+    // A book that does not exist yet answers NOT_FOUND: ingest creates it.
+    let listed = match mcp.call("list_books", json!({ "book_id": book })).await {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("NOT_FOUND") => json!({ "books": [] }),
+        Err(e) => return Err(anyhow::Error::new(e).context("list_books")),
+    };
     let existing = listed
         .get("books")
         .and_then(Value::as_array)
@@ -875,7 +890,14 @@ pub async fn ingest(_common: &Common, args: IngestArgs) -> anyhow::Result<ExitCo
     let scan = tokio::task::spawn_blocking(move || scan(&source, static_dir.as_deref(), profile))
         .await
         .context("scanning the source tree")??;
-    let plan = plan_build(&mcp, &book, None).await?;
+    // A new book (NOT_FOUND) has nothing remote yet.
+    let plan = match plan_build(&mcp, &book, None).await {
+        Ok(p) => p,
+        Err(e) if e.downcast_ref::<CallError>().and_then(CallError::code) == Some("NOT_FOUND") => {
+            Plan::empty()
+        }
+        Err(e) => return Err(e),
+    };
     let remote: BTreeMap<String, String> = plan
         .files
         .into_iter()

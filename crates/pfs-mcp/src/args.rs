@@ -200,8 +200,7 @@ pub struct UploadAssetArgs {
     /// The file bytes, standard base64.
     #[serde(default)]
     pub binary_data: Option<String>,
-    /// Announced size in bytes (the predecessor's presigned-upload mode; not supported here,
-    /// send `binary_data`).
+    /// Not supported (the predecessor's presigned upload): send `binary_data`.
     #[serde(default, deserialize_with = "lax_opt_u64")]
     pub file_size: Option<u64>,
 }

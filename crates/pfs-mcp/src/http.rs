@@ -85,5 +85,82 @@ fn mcp_routes(state: PfsMcpState) -> Router {
         Arc::new(NeverSessionManager::default()),
         config,
     );
-    Router::new().nest_service("/mcp", mcp)
+    let limit = state.config.max_request_body_bytes;
+    Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(from_fn_with_state(limit, normalize_mcp_post))
+}
+
+/// What the Streamable HTTP transport is strict about, made friendly at the edge:
+/// * a POST that accepts only `application/json` (or anything, or sends no `Accept`: health
+///   checks, curl) is served — responses are JSON anyway (`json_response`); the transport itself
+///   insists on both `application/json` and `text/event-stream`;
+/// * a body that is not JSON gets HTTP 400 with a JSON-RPC `-32700 Parse error` body (and a JSON
+///   value that is not an object or array `-32600 Invalid Request`) instead of a plain-text 415.
+async fn normalize_mcp_post(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    use axum::http::{HeaderValue, Method, StatusCode, header};
+    use axum::response::IntoResponse;
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !accept.contains("text/event-stream")
+        && (accept.is_empty() || accept.contains("application/json") || accept.contains("*/*"))
+    {
+        parts.headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(jsonrpc_error(
+                    -32600,
+                    &format!("request body over {limit} bytes"),
+                )),
+            )
+                .into_response();
+        }
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) if v.is_object() || v.is_array() => {}
+        Ok(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(jsonrpc_error(
+                    -32600,
+                    "Invalid Request: expected a JSON-RPC object",
+                )),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(jsonrpc_error(-32700, &format!("Parse error: {e}"))),
+            )
+                .into_response();
+        }
+    }
+    if parts.headers.get(header::CONTENT_TYPE).is_none() {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+fn jsonrpc_error(code: i64, message: &str) -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
 }

@@ -170,6 +170,27 @@ impl PfsTools {
         read_stream(self.engine(), entries).collect().await
     }
 
+    /// `book_id` parsed, and `NOT_FOUND` naming it when no such book exists (a misspelled id must
+    /// not read as an empty book).
+    async fn existing_book(&self, book_id: &str) -> Result<BookId, PfsError> {
+        let book = BookId::parse(book_id)?;
+        if self.engine().book(&book).await?.is_none() {
+            return Err(missing_book(&book));
+        }
+        Ok(book)
+    }
+
+    /// A `NOT_FOUND` for a missing file becomes one for the missing book when that is the cause
+    /// (checked only on the error path, so reads keep one lookup).
+    async fn explain_not_found(&self, book: &BookId, e: PfsError) -> PfsError {
+        if e.code() == pfs::ErrorCode::NotFound
+            && matches!(self.engine().book(book).await, Ok(None))
+        {
+            return missing_book(book);
+        }
+        e
+    }
+
     pub(crate) async fn op_read_content(
         &self,
         id: Identity,
@@ -188,6 +209,9 @@ impl PfsTools {
             if path.area() == pfs::Area::Static {
                 // Asset-hash mode: only whether it exists and its hash.
                 let entry = self.engine().stat(&book, &path, &Namespace::Base).await?;
+                if entry.is_none() && self.engine().book(&book).await?.is_none() {
+                    return Err(missing_book(&book));
+                }
                 return Ok(ReadContentOutput {
                     scope: scope.into(),
                     path: a.path,
@@ -197,7 +221,10 @@ impl PfsTools {
                 });
             }
             let started = Instant::now();
-            let out = self.engine().read(&book, &path, user.as_ref()).await?;
+            let out = match self.engine().read(&book, &path, user.as_ref()).await {
+                Ok(o) => o,
+                Err(e) => return Err(self.explain_not_found(&book, e).await),
+            };
             if user.is_some() {
                 crate::metrics::overlay_read(started.elapsed());
             }
@@ -217,6 +244,9 @@ impl PfsTools {
                 source: Some(source_name(out.source).into()),
                 ..Default::default()
             });
+        }
+        if self.engine().book(&book).await?.is_none() {
+            return Err(missing_book(&book));
         }
         let prefix = match a.scope {
             ReadScope::Book => DirPrefix::parse("content")?,
@@ -429,7 +459,11 @@ impl PfsTools {
             .engine()
             .stat(&book, &path, &Namespace::Base)
             .await?
-            .ok_or_else(|| PfsError::not_found(format!("asset {path} in book {book}")))?;
+            .ok_or_else(|| PfsError::not_found(format!("asset {path} in book {book}")));
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Err(self.explain_not_found(&book, e).await),
+        };
         let binary = if a.include_binary {
             let max = self.state.config.max_asset_bytes;
             if entry.size > max {
@@ -454,7 +488,7 @@ impl PfsTools {
         _id: Identity,
         a: ListAssetsArgs,
     ) -> Result<ListAssetsOutput, PfsError> {
-        let book = BookId::parse(&a.book_id)?;
+        let book = self.existing_book(&a.book_id).await?;
         let prefix = match a.asset_type {
             Some(t) => DirPrefix::parse(&format!("static/{}", t.as_str()))?,
             None => DirPrefix::parse("static")?,
@@ -517,6 +551,11 @@ impl PfsTools {
             }
             books.push(item);
         }
+        if let Some(f) = &filter
+            && books.is_empty()
+        {
+            return Err(missing_book(f));
+        }
         Ok(ListBooksOutput {
             count: books.len(),
             books,
@@ -525,9 +564,8 @@ impl PfsTools {
 
     /// The books a search covers.
     async fn search_books(&self, book_id: &str, all_books: bool) -> Result<Vec<BookId>, PfsError> {
-        let book = BookId::parse(book_id)?;
         if !all_books {
-            return Ok(vec![book]);
+            return Ok(vec![self.existing_book(book_id).await?]);
         }
         self.engine()
             .list_books()
@@ -562,6 +600,7 @@ impl PfsTools {
         let user = auth::search_user(&id, a.user_id.as_deref())?;
         let matcher = GlobMatcher::new(&a.pattern)?;
         let mut matches = Vec::new();
+        let mut files = Vec::new();
         for book in self.search_books(&a.book_id, a.all_books).await? {
             for e in self.search_entries(&book, user.as_ref()).await? {
                 let subject = if a.all_books {
@@ -570,15 +609,26 @@ impl PfsTools {
                     e.path.clone()
                 };
                 if matcher.is_match(&subject) {
-                    matches.push(Engine::canonical_key(&e));
+                    let namespace = if e.is_overlay() { "overlay" } else { "base" };
+                    files.push(GlobFile {
+                        book_id: e.book_id,
+                        path: e.path,
+                        namespace: namespace.into(),
+                    });
+                    matches.push(subject);
                 }
             }
         }
         matches.sort();
+        matches.dedup();
+        files.sort_by(|x, y| {
+            (&x.book_id, &x.path, &x.namespace).cmp(&(&y.book_id, &y.path, &y.namespace))
+        });
         Ok(GlobSearchOutput {
             pattern: a.pattern,
             count: matches.len(),
             matches,
+            files,
         })
     }
 
@@ -655,11 +705,8 @@ impl PfsTools {
         id: Identity,
         a: GetBookArchiveArgs,
     ) -> Result<ArchiveOutput, PfsError> {
-        let book = BookId::parse(&a.book_id)?;
+        let book = self.existing_book(&a.book_id).await?;
         let user = auth::overlay_user(&id, a.user_id.as_deref())?;
-        if self.engine().book(&book).await?.is_none() {
-            return Err(PfsError::not_found(format!("book {book}")));
-        }
         let plan = crate::archive::plan(self.engine(), &book, a.scope, user.as_ref()).await?;
         let cfg = &self.state.config;
         let ttl = cfg.archive_url_ttl.as_secs().max(1);
@@ -741,7 +788,7 @@ impl PfsTools {
         id: Identity,
         a: DeltaBuildArgs,
     ) -> Result<DeltaBuildOutput, PfsError> {
-        let book = BookId::parse(&a.book_id)?;
+        let book = self.existing_book(&a.book_id).await?;
         let user = auth::overlay_user(&id, a.user_id.as_deref())?;
         let to_files = |v: Vec<JournalEntry>| -> Vec<pfs::manifest::JournalFile> {
             v.into_iter()
@@ -800,7 +847,7 @@ impl PfsTools {
         _id: Identity,
         a: PlanBuildArgs,
     ) -> Result<PlanBuildOutput, PfsError> {
-        let book = BookId::parse(&a.book_id)?;
+        let book = self.existing_book(&a.book_id).await?;
         let target = a
             .target_manifest_hash
             .as_deref()
@@ -985,4 +1032,10 @@ fn asset_tree(entries: &[JournalEntry]) -> AssetTree {
         list.push(file.to_string());
     }
     t
+}
+
+fn missing_book(book: &BookId) -> PfsError {
+    PfsError::not_found(format!(
+        "book {book} (no such book; list_books shows the ids that exist)"
+    ))
 }

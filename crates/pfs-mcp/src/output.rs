@@ -225,10 +225,21 @@ pub struct ListBooksOutput {
 pub struct GlobSearchOutput {
     /// The pattern searched.
     pub pattern: String,
-    /// Matching object-storage keys (`books/{book}/…`, overlays as `books/{book}/users/{u}/…`), sorted.
+    /// Matching book-relative paths, as `read_content` takes them (with all_books:
+    /// `{book_id}/{path}`), sorted, each once even when both base and your overlay have it.
     pub matches: Vec<String>,
     /// Number of matches.
     pub count: usize,
+    /// Every matching file with its book and namespace (`base` or `overlay`).
+    pub files: Vec<GlobFile>,
+}
+
+/// One `glob_search` hit.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GlobFile {
+    pub book_id: String,
+    pub path: String,
+    pub namespace: String,
 }
 
 /// One `grep_search` match.

@@ -68,7 +68,7 @@ fn strip_annotations(v: &mut Value, is_schema: bool) {
     match v {
         Value::Object(o) => {
             if is_schema {
-                for k in ["description", "title", "$schema", "format"] {
+                for k in ["description", "title", "$schema", "format", "default"] {
                     o.remove(k);
                 }
             }
@@ -82,7 +82,7 @@ fn strip_annotations(v: &mut Value, is_schema: bool) {
                             strip_annotations(s, true);
                         }
                     }
-                } else if matches!(k.as_str(), "enum" | "const" | "required" | "default") {
+                } else if matches!(k.as_str(), "enum" | "const" | "required") {
                     // values, not schemas
                 } else {
                     strip_annotations(child, true);

@@ -258,7 +258,7 @@ impl PfsTools {
     #[tool(
         name = "glob_search",
         title = "Search Files by Pattern",
-        description = "Find files whose book-relative path matches a glob (`*` within a segment, `**` across segments, `?`, `[abc]`), e.g. content/**/*.md. With all_books the pattern starts with the book id (*/content/**/*.md). Searches base plus your own overlay only.",
+        description = "Find files whose book-relative path matches a glob (`*` within a segment, `**` across segments, `?`, `[abc]`), e.g. content/**/*.md. With all_books the pattern starts with the book id (*/content/**/*.md). Searches base plus your own overlay only. Matches are book-relative paths for read_content (book_id/path with all_books).",
         input_schema = input_schema::<GlobSearchArgs>(),
         output_schema = output_schema::<GlobSearchOutput>(),
         annotations(title = "Search Files by Pattern", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)

@@ -201,10 +201,10 @@ async def main():
         await alice.err("grep_search", {"book_id": BOOK, "pattern": "(unclosed"}, "INVALID_INPUT")
         await bob.err("grep_search", {"book_id": BOOK, "pattern": "x", "user_id": "alice"}, "FORBIDDEN")
         gl = await alice.ok("glob_search", {"book_id": BOOK, "pattern": "content/**/*.md"})
-        check(f"books/{BOOK}/{lesson}" in gl["matches"], "glob finds the lesson")
-        check(f"books/{BOOK}/users/alice/{lesson}" in gl["matches"], "glob includes own overlay")
+        check(lesson in gl["matches"], "glob returns the book-relative path read_content takes")
+        check({"book_id": BOOK, "path": lesson, "namespace": "overlay"} in gl["files"], "glob includes own overlay")
         gb = await bob.ok("glob_search", {"book_id": BOOK, "pattern": "content/**/*.md"})
-        check(all("/users/" not in m for m in gb["matches"]), "glob never shows others' overlays")
+        check(all(f["namespace"] == "base" for f in gb["files"]), "glob never shows others' overlays")
 
         # --- bulk read
         bulk = await bob.ok("read_content", {"book_id": BOOK, "path": "content/01-Part", "scope": "part"})

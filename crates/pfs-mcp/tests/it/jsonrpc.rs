@@ -228,7 +228,8 @@ async fn hash_protocol_overlays_and_errors_over_http() {
                 json!({"book_id": BOOK, "pattern": "**/*.md"}),
             )
             .await;
-        assert_eq!(gl["matches"], json!([format!("books/{BOOK}/{LESSON}")]));
+        assert_eq!(gl["matches"], json!([LESSON]));
+        assert_eq!(gl["files"][0]["namespace"], json!("base"));
         let bulk = bob
             .ok("read_content", json!({"book_id": BOOK, "scope": "book"}))
             .await;
@@ -415,5 +416,115 @@ async fn archive_route_streams_a_deterministic_signed_zip() {
         assert_eq!(other_overlay.status(), 403);
         let expired = crate::support::expired_url(&server, "all");
         assert_eq!(http.get(&expired).send().await.unwrap().status(), 403);
+    }
+}
+
+/// A misspelled book id is `NOT_FOUND` naming the book on every read-side tool, and nothing is
+/// written (no snapshot row, no book), on SQLite and PostgreSQL.
+#[tokio::test]
+async fn unknown_book_is_not_found_on_every_read_side_tool() {
+    for db in databases().await {
+        let server = start(db).await;
+        let rpc = Rpc::new(&server, Some("alice"), "read write");
+        rpc.ok(
+            "write_content",
+            json!({"book_id": BOOK, "path": LESSON, "content": "# Real\n"}),
+        )
+        .await;
+        let missing = "no-such-bok";
+        let calls = [
+            ("read_content", json!({"book_id": missing, "path": LESSON})),
+            (
+                "read_content",
+                json!({"book_id": missing, "path": "content", "scope": "book"}),
+            ),
+            (
+                "read_content",
+                json!({"book_id": missing, "path": "static/images/a.png"}),
+            ),
+            (
+                "get_asset",
+                json!({"book_id": missing, "asset_type": "images", "filename": "a.png"}),
+            ),
+            ("list_assets", json!({"book_id": missing})),
+            ("list_books", json!({"book_id": missing})),
+            (
+                "glob_search",
+                json!({"book_id": missing, "pattern": "content/**/*.md"}),
+            ),
+            (
+                "grep_search",
+                json!({"book_id": missing, "pattern": "Real"}),
+            ),
+            ("get_book_archive", json!({"book_id": missing})),
+            (
+                "delta_build",
+                json!({"book_id": missing, "since": "2020-01-01T00:00:00Z"}),
+            ),
+            ("plan_build", json!({"book_id": missing})),
+        ];
+        for (tool, args) in calls {
+            let e = rpc.err(tool, args.clone(), "NOT_FOUND").await;
+            let msg = e["message"].as_str().unwrap_or_default();
+            assert!(msg.contains(missing), "{tool} {args}: {e}");
+        }
+        let snapshots: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_snapshots")
+            .fetch_one(server.engine.db().pool())
+            .await
+            .expect("count");
+        assert_eq!(
+            snapshots, 0,
+            "plan_build on a missing book stored a snapshot"
+        );
+        let books = rpc.ok("list_books", json!({})).await;
+        assert_eq!(books["count"], json!(1), "{books}");
+        // The real book still answers as before.
+        rpc.ok("plan_build", json!({"book_id": BOOK})).await;
+    }
+}
+
+/// A bare `tools/list` with `Accept: application/json` (a container health check), or with no
+/// `Accept`, is answered with JSON; a body that is not JSON is HTTP 400 with a JSON-RPC parse
+/// error, a JSON scalar a JSON-RPC invalid request.
+#[tokio::test]
+async fn json_only_clients_and_malformed_bodies_get_json_rpc_answers() {
+    let server = start(platform::db::TestDb::sqlite()).await;
+    let url = format!("{}/mcp", server.base);
+    let http = reqwest::Client::new();
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    for accept in [Some("application/json"), Some("*/*"), None] {
+        let mut req = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-test-subject", "alice")
+            .header("x-test-scopes", "read")
+            .body(list);
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let resp = req.send().await.expect("POST");
+        assert_eq!(resp.status(), 200, "accept {accept:?}");
+        let v: Value = resp.json().await.expect("a JSON body");
+        assert!(v["result"]["tools"].is_array(), "accept {accept:?}: {v}");
+    }
+    for (body, code) in [
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/li"#, -32700),
+        ("not json at all", -32700),
+        ("42", -32600),
+    ] {
+        let resp = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("x-test-subject", "alice")
+            .header("x-test-scopes", "read")
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: Value = resp.json().await.expect("a JSON-RPC error body");
+        assert_eq!(v["jsonrpc"], json!("2.0"));
+        assert_eq!(v["error"]["code"], json!(code), "{body}: {v}");
     }
 }
