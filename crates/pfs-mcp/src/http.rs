@@ -131,8 +131,13 @@ async fn normalize_mcp_post(State(limit): State<usize>, req: Request, next: Next
                 .into_response();
         }
     };
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(v) if v.is_object() || v.is_array() => {}
+    // Validate without building a tree (the transport parses the message itself).
+    let structured = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[');
+    match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        Ok(_) if structured => {}
         Ok(_) => {
             return (
                 StatusCode::BAD_REQUEST,
