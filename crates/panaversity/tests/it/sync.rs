@@ -763,3 +763,41 @@ async fn transient_failures_are_retried() {
     assert_ne!(o.code(), 0, "{o:?}");
     server.stop().await;
 }
+
+/// A misspelled book id fails the build instead of hydrating an empty site: hydrate exits
+/// non-zero naming the book, and neither the manifest nor the output tree is touched.
+#[tokio::test]
+async fn hydrate_of_a_book_that_does_not_exist_fails_and_names_it() {
+    let t = TempData::new();
+    let p = Paths::new(&t);
+    write(&p.docs, "01-Part/01-Chapter/01-lesson.md", b"# One\n");
+    let server = pipeline_server(&p.data, None).await;
+    ok_json(&p.ingest(&server.base, &[]).await);
+    ok_json(&p.hydrate(&server.base, &[]).await);
+    let manifest = std::fs::read(&p.manifest).expect("manifest");
+    let out = cli(
+        &p.data,
+        &[],
+        &[
+            "fs",
+            "hydrate",
+            "--url",
+            &server.base,
+            "--book-id",
+            "docs-bok",
+            "--output-dir",
+            p.out.to_str().unwrap_or_default(),
+            "--manifest-file",
+            p.manifest.to_str().unwrap_or_default(),
+            "--quiet",
+        ],
+    )
+    .await;
+    assert_ne!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stderr.contains("docs-bok") && out.stderr.contains("NOT_FOUND"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(&p.manifest).expect("manifest"), manifest);
+    assert!(p.out.join("01-Part/01-Chapter/01-lesson.md").is_file());
+}
