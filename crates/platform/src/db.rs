@@ -346,7 +346,12 @@ impl Db {
             // One writer at a time leads: it takes the write lock and commits group after group
             // while jobs keep arriving; the others only wait for their outcome, so a job queued
             // behind a commit in flight joins the next group instead of taking a turn of its own.
-            if self.group.try_lead() {
+            // A job queued just as the leader stepped down is picked up by that leader's second
+            // look (or, failing that, by its owner's next attempt after `RETRY_LEAD`).
+            for _ in 0..2 {
+                if !self.group.try_lead() {
+                    break;
+                }
                 {
                     let _guard = self.write_lock.blocking_lock();
                     for _ in 0..group::MAX_ROUNDS {
@@ -356,8 +361,10 @@ impl Db {
                     }
                 }
                 self.group.end_lead();
+                if !self.group.has_queued() {
+                    break;
+                }
             }
-            // A job queued just as its leader stepped down is picked up by the next attempt.
             match rx.recv_timeout(group::RETRY_LEAD) {
                 Ok(r) => return Some(r),
                 Err(RecvTimeoutError::Disconnected) => {

@@ -70,9 +70,9 @@ const MAX_GROUP: usize = 256;
 /// Most groups one leader commits before it steps down (its own reply waits meanwhile).
 pub(crate) const MAX_ROUNDS: usize = 8;
 
-/// How often a waiting writer checks whether it must lead (only matters when a leader stepped
-/// down just as the writer's job arrived).
-pub(crate) const RETRY_LEAD: Duration = Duration::from_millis(2);
+/// How often a waiting writer checks whether it must lead: a safety net only, since a leader
+/// that steps down looks at the queue once more.
+pub(crate) const RETRY_LEAD: Duration = Duration::from_millis(20);
 
 impl GroupQueue {
     /// Queue `f` for the next group; returns the receiver of its outcome.
@@ -106,6 +106,14 @@ impl GroupQueue {
     /// Stop leading.
     pub(crate) fn end_lead(&self) {
         self.leading.store(false, Ordering::Release);
+    }
+
+    /// Whether any job is waiting.
+    pub(crate) fn has_queued(&self) -> bool {
+        match self.jobs.lock() {
+            Ok(q) => !q.is_empty(),
+            Err(p) => !p.into_inner().is_empty(),
+        }
     }
 
     /// Group transactions run so far.
