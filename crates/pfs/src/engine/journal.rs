@@ -172,6 +172,23 @@ pub(super) const SQL_ENQUEUE_PENDING: &str = concat!(
     pending_take_ticket_on_conflict!()
 );
 
+/// Bind `$1…$7` of a journal create or compare-and-swap (`journal_create_select!` /
+/// `journal_cas_update!`): `[book, path, user, sha256, backend]` as `$1–$4, $7`, size `$5`, time `$6`.
+pub(super) fn bind_journal_values<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    [book, path, user, sha, backend]: [&'q str; 5],
+    size: i64,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(book)
+        .bind(path)
+        .bind(user)
+        .bind(sha)
+        .bind(size)
+        .bind(now)
+        .bind(backend)
+}
+
 /// What [`sync_write_tx`] committed: `(version, ticket)`, `None` when the compare-and-swap lost.
 pub(super) type SyncTxResult = Result<Option<(i64, i64)>>;
 

@@ -338,18 +338,16 @@ impl Engine {
                 // free again: insert again instead of reporting a conflict with nothing.
                 let mut v = None;
                 for _ in 0..3 {
-                    let q = sqlx::query(if pg {
-                        SQL_CREATE_JOURNAL_PG
-                    } else {
-                        SQL_CREATE_JOURNAL
-                    })
-                    .bind(book.as_str())
-                    .bind(path.as_str())
-                    .bind(user)
-                    .bind(sha.as_str())
-                    .bind(size_i)
-                    .bind(now)
-                    .bind(backend);
+                    let q = bind_journal_values(
+                        sqlx::query(if pg {
+                            SQL_CREATE_JOURNAL_PG
+                        } else {
+                            SQL_CREATE_JOURNAL
+                        }),
+                        [book.as_str(), path.as_str(), user, sha.as_str(), backend],
+                        size_i,
+                        now,
+                    );
                     let q = if pg {
                         q.bind(actor.agent_id()).bind(shard)
                     } else {
@@ -378,18 +376,16 @@ impl Engine {
                 (v, None, WriteMode::Created)
             }
             Expect::Hash(h) => {
-                let q = sqlx::query(if pg {
-                    SQL_UPDATE_JOURNAL_CAS_PG
-                } else {
-                    SQL_UPDATE_JOURNAL_CAS
-                })
-                .bind(book.as_str())
-                .bind(path.as_str())
-                .bind(user)
-                .bind(sha.as_str())
-                .bind(size_i)
-                .bind(now)
-                .bind(backend)
+                let q = bind_journal_values(
+                    sqlx::query(if pg {
+                        SQL_UPDATE_JOURNAL_CAS_PG
+                    } else {
+                        SQL_UPDATE_JOURNAL_CAS
+                    }),
+                    [book.as_str(), path.as_str(), user, sha.as_str(), backend],
+                    size_i,
+                    now,
+                )
                 .bind(h.as_str());
                 let q = if pg {
                     q.bind(actor.agent_id()).bind(shard)
