@@ -98,9 +98,10 @@ pub struct ArchiveQuery {
 fn status_of(e: &PfsError) -> StatusCode {
     use pfs::ErrorCode::*;
     match e.code() {
-        InvalidPath | SchemaViolation | InvalidInput | HashRequired => StatusCode::BAD_REQUEST,
+        InvalidPath | SchemaViolation | InvalidInput | HashRequired | EditNoMatch
+        | EditAmbiguous => StatusCode::BAD_REQUEST,
         NotFound => StatusCode::NOT_FOUND,
-        Conflict => StatusCode::CONFLICT,
+        Conflict | AlreadyExists => StatusCode::CONFLICT,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Unauthorized => StatusCode::UNAUTHORIZED,
         Forbidden => StatusCode::FORBIDDEN,

@@ -118,6 +118,87 @@ pub struct ReadContentArgs {
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
+    /// A sha256 from list_versions: read that earlier version (file scope).
+    #[serde(default)]
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
+    pub version: Option<String>,
+}
+
+/// `edit_content` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditContentArgs {
+    /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
+    pub book_id: String,
+    /// Book-relative content path.
+    pub path: String,
+    /// file_hash_sha256 of the content the edits were made against.
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
+    pub expected_hash: String,
+    /// Applied in order, all or none.
+    #[schemars(length(min = 1, max = 100))]
+    pub edits: Vec<TextEdit>,
+    /// Edit this user's overlay (made from base if absent).
+    #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
+    pub user_id: Option<String>,
+}
+
+/// One exact-text replacement of `edit_content`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextEdit {
+    /// Exact text to find (whitespace included); must match once unless replace_all.
+    #[schemars(length(min = 1))]
+    pub old_text: String,
+    /// Replacement text.
+    pub new_text: String,
+    /// Replace every match.
+    #[serde(default, deserialize_with = "lax_bool")]
+    pub replace_all: bool,
+}
+
+/// `move_content` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveContentArgs {
+    /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
+    pub book_id: String,
+    /// Current content path.
+    pub from_path: String,
+    /// New content path; must not exist.
+    pub to_path: String,
+    /// Current sha256 of from_path.
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
+    pub expected_hash: String,
+    /// Move within this user's overlay.
+    #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
+    pub user_id: Option<String>,
+}
+
+/// `list_versions` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListVersionsArgs {
+    /// Book identifier.
+    #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
+    pub book_id: String,
+    /// Book-relative path.
+    pub path: String,
+    /// The versions of this user's overlay.
+    #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
+    pub user_id: Option<String>,
+    /// Page size, 1-100 (default 20).
+    #[serde(default, deserialize_with = "lax_opt_u64")]
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<u64>,
+    /// next_cursor of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// `write_content` arguments.

@@ -50,7 +50,7 @@ fn mirror<T: DeserializeOwned>(v: &impl Serialize) -> Result<T, PfsError> {
     serde_json::from_value(value).map_err(|e| PfsError::Internal(format!("result shape: {e}")))
 }
 
-fn actor(id: &Identity) -> Result<Actor, PfsError> {
+pub(crate) fn actor(id: &Identity) -> Result<Actor, PfsError> {
     Actor::new(id.agent_id())
 }
 
@@ -61,7 +61,7 @@ fn source_name(s: Source) -> &'static str {
     }
 }
 
-fn namespace_name(ns: &Namespace) -> &'static str {
+pub(crate) fn namespace_name(ns: &Namespace) -> &'static str {
     match ns {
         Namespace::Base => "base",
         Namespace::Overlay(_) => "overlay",
@@ -113,7 +113,7 @@ fn decode_base64(data: &str) -> Result<Vec<u8>, PfsError> {
         })
 }
 
-fn parse_expected_hash(h: Option<&str>) -> Result<Option<String>, PfsError> {
+pub(crate) fn parse_expected_hash(h: Option<&str>) -> Result<Option<String>, PfsError> {
     match h {
         None => Ok(None),
         Some(s) => {
@@ -136,7 +136,7 @@ fn asset_path(asset_type: AssetType, filename: &str) -> Result<BookPath, PfsErro
 }
 
 impl PfsTools {
-    fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.state.engine
     }
 
@@ -182,7 +182,7 @@ impl PfsTools {
 
     /// A `NOT_FOUND` for a missing file becomes one for the missing book when that is the cause
     /// (checked only on the error path, so reads keep one lookup).
-    async fn explain_not_found(&self, book: &BookId, e: PfsError) -> PfsError {
+    pub(crate) async fn explain_not_found(&self, book: &BookId, e: PfsError) -> PfsError {
         if e.code() == pfs::ErrorCode::NotFound
             && matches!(self.engine().book(book).await, Ok(None))
         {
@@ -220,6 +220,11 @@ impl PfsTools {
                     ..Default::default()
                 });
             }
+            if let Some(v) = a.version.as_deref() {
+                return self
+                    .read_version(&book, &path, user.as_ref(), v, a.path)
+                    .await;
+            }
             let started = Instant::now();
             let out = match self.engine().read(&book, &path, user.as_ref()).await {
                 Ok(o) => o,
@@ -233,6 +238,11 @@ impl PfsTools {
                     "{path} is not UTF-8 text; read it with get_asset instead"
                 ))
             })?;
+            // An overlay says whether its base changed since the overlay was last written.
+            let drift = (out.source == Source::Overlay).then(|| {
+                let then = out.entry.base_sha256.clone();
+                (then != out.base_sha256, then, out.base_sha256.clone())
+            });
             return Ok(ReadContentOutput {
                 scope: scope.into(),
                 path: a.path,
@@ -242,6 +252,9 @@ impl PfsTools {
                 last_modified: Some(ts(out.entry.last_written_at)),
                 storage_backend: Some(out.entry.storage_backend),
                 source: Some(source_name(out.source).into()),
+                base_changed: drift.as_ref().map(|d| d.0),
+                base_hash_then: drift.as_ref().and_then(|d| d.1.clone()),
+                base_hash_now: drift.and_then(|d| d.2),
                 ..Default::default()
             });
         }
@@ -319,7 +332,7 @@ impl PfsTools {
             });
         }
         let ns = Namespace::from_user(user.clone());
-        let out = self
+        let out = match self
             .engine()
             .write(
                 &actor(&id)?,
@@ -329,7 +342,11 @@ impl PfsTools {
                 Bytes::from(a.content.into_bytes()),
                 expected.as_deref(),
             )
-            .await?;
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return Err(self.engine().with_conflict_diff(e, &book, &path, &ns).await),
+        };
         Ok(WriteContentOutput {
             status: "success".into(),
             mode: match out.mode {
@@ -1034,7 +1051,7 @@ fn asset_tree(entries: &[JournalEntry]) -> AssetTree {
     t
 }
 
-fn missing_book(book: &BookId) -> PfsError {
+pub(crate) fn missing_book(book: &BookId) -> PfsError {
     PfsError::not_found(format!(
         "book {book} (no such book; list_books shows the ids that exist)"
     ))

@@ -53,6 +53,20 @@ pub struct ReadContentOutput {
     /// `overlay` or `base` (file scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Overlay reads: whether the base file changed since the overlay was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_changed: Option<bool>,
+    /// Overlay reads: the base hash when the overlay was last written (absent: no base then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_hash_then: Option<String>,
+    /// Overlay reads: the base hash now (absent: no base file now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_hash_now: Option<String>,
+    /// Reads by version: the version number, and whether it is the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_current: Option<bool>,
     /// The files (bulk scopes), sorted by path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileContent>>,
@@ -86,6 +100,76 @@ pub struct WriteContentOutput {
     /// The overlay owner (overlay writes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+}
+
+/// `edit_content` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EditContentOutput {
+    /// `updated`, `created` (a new overlay) or `unchanged` (the edits changed nothing).
+    #[schemars(extend("enum" = ["updated", "created", "unchanged"]))]
+    pub mode: String,
+    /// Book-relative path.
+    pub path: String,
+    /// sha256 of the new content (send it as expected_hash next time).
+    pub file_hash: String,
+    /// The hash the edits were applied to.
+    pub prev_hash: String,
+    /// Size in bytes.
+    pub file_size: u64,
+    /// How many replacements were made.
+    pub replacements: usize,
+    /// Unified diff of the change.
+    pub diff: String,
+    /// `base` or `overlay`.
+    #[schemars(extend("enum" = ["base", "overlay"]))]
+    pub namespace: String,
+}
+
+/// `move_content` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MoveContentOutput {
+    /// Always `success`.
+    pub status: String,
+    pub from_path: String,
+    pub to_path: String,
+    /// sha256 of the moved content (unchanged).
+    pub file_hash: String,
+    /// Version number at the new path (history continues there).
+    pub version: i64,
+    /// `base` or `overlay`.
+    #[schemars(extend("enum" = ["base", "overlay"]))]
+    pub namespace: String,
+}
+
+/// One version in `list_versions`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VersionInfo {
+    pub version: i64,
+    /// Content hash; pass as read_content's version.
+    pub sha256: String,
+    pub size: u64,
+    pub agent_id: String,
+    /// write_content or move_content.
+    pub operation: String,
+    /// RFC 3339.
+    pub written_at: String,
+}
+
+/// `list_versions` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListVersionsOutput {
+    pub path: String,
+    /// `base` or `overlay`.
+    #[schemars(extend("enum" = ["base", "overlay"]))]
+    pub namespace: String,
+    /// Current sha256 (absent when the file is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_hash: Option<String>,
+    /// Newest first.
+    pub versions: Vec<VersionInfo>,
+    /// Pass as cursor for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `delete_content` / `delete_asset` result.

@@ -56,9 +56,69 @@ pub fn output_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     let raw = rmcp::handler::server::common::schema_for_output::<T>();
     let mut v = Value::Object(raw.as_ref().clone());
     strip_annotations(&mut v, true);
+    compact_output(&mut v);
     match v {
         Value::Object(o) => Arc::new(o),
         _ => raw,
+    }
+}
+
+/// Shrink an output schema without admitting anything we do not emit or refusing anything we
+/// do. In schemars' serialize-side schemas a property is left out of `required` exactly when it
+/// is skipped when absent (`skip_serializing_if = "Option::is_none"`), so such a property is
+/// never `null` and its nullable type collapses to the plain one. Then `required` goes (clients
+/// validate types, and which fields appear when is in the tool descriptions) and so does
+/// `minimum: 0` (from unsigned integers).
+fn compact_output(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let required: Vec<String> = o
+                .remove("required")
+                .and_then(|r| serde_json::from_value(r).ok())
+                .unwrap_or_default();
+            if let Some(Value::Object(props)) = o.get_mut("properties") {
+                for (name, p) in props.iter_mut() {
+                    if !required.contains(name) {
+                        drop_null(p);
+                    }
+                }
+            }
+            if o.get("minimum") == Some(&json!(0)) {
+                o.remove("minimum");
+            }
+            for child in o.values_mut() {
+                compact_output(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(compact_output),
+        _ => {}
+    }
+}
+
+/// `{"type": ["T", "null"]}` → `{"type": "T"}`; `{"anyOf": [S, {"type": "null"}]}` → `S`.
+fn drop_null(p: &mut Value) {
+    let Value::Object(o) = p else { return };
+    if let Some(Value::Array(types)) = o.get("type") {
+        let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        if kept.len() == 1 {
+            o.insert("type".into(), kept[0].clone());
+        }
+    }
+    let single = match o.get("anyOf") {
+        Some(Value::Array(alts)) => {
+            let kept: Vec<&Value> = alts
+                .iter()
+                .filter(|a| **a != json!({"type": "null"}))
+                .collect();
+            (kept.len() == 1 && alts.len() == 2).then(|| kept[0].clone())
+        }
+        _ => None,
+    };
+    if let Some(Value::Object(inner)) = single {
+        o.remove("anyOf");
+        for (k, val) in inner {
+            o.entry(k).or_insert(val);
+        }
     }
 }
 

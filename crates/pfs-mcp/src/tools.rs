@@ -109,11 +109,10 @@ impl PfsTools {
 impl PfsTools {
     #[tool(
         name = "read_content",
-        title = "Read Content",
-        description = "Read a lesson or summary (scope=file), or every markdown file of a chapter (direct children), part (recursive) or the whole book. With user_id, the user's overlay is returned when present (source: overlay|base). A static/… path returns only the asset's hash (exists, file_hash_sha256). Send file_hash_sha256 as expected_hash when you update the file.",
+        description = "Read a file (scope=file), or the markdown of a chapter, part or the whole book. With user_id the user's overlay wins when present (source; base_changed tells if base moved on since). A static/… path gives only exists and the hash. Next: edit_content or write_content with file_hash_sha256 as expected_hash.",
         input_schema = input_schema::<ReadContentArgs>(),
         output_schema = output_schema::<ReadContentOutput>(),
-        annotations(title = "Read Content", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Read Content", read_only_hint = true, open_world_hint = false)
     )]
     async fn read_content(
         &self,
@@ -128,8 +127,7 @@ impl PfsTools {
 
     #[tool(
         name = "write_content",
-        title = "Write Content (Upsert)",
-        description = "Create or update a content file. Creating: omit expected_hash. Updating: expected_hash must equal the current file_hash_sha256 (from read_content), else HASH_REQUIRED (missing) or CONFLICT (stale; the error carries current_hash: re-read, merge, retry). Content is stored byte-exact. With user_id the write goes to that user's overlay (your own only, unless admin).",
+        description = "Create (no expected_hash) or replace a content file (expected_hash = current file_hash_sha256, else HASH_REQUIRED or CONFLICT with current_hash and a diff). Stored byte-exact. For small changes prefer edit_content. With user_id: that user's overlay (your own unless admin).",
         input_schema = input_schema::<WriteContentArgs>(),
         output_schema = output_schema::<WriteContentOutput>(),
         annotations(title = "Write Content (Upsert)", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
@@ -146,9 +144,62 @@ impl PfsTools {
     }
 
     #[tool(
+        name = "edit_content",
+        description = "Change part of a file without resending it: each edit replaces old_text (exact; once unless replace_all) with new_text, in order, all or nothing. expected_hash: file_hash_sha256 from read_content. Returns file_hash and a diff. CONFLICT carries current_hash and a diff from your version: rebase on it.",
+        input_schema = input_schema::<EditContentArgs>(),
+        output_schema = output_schema::<EditContentOutput>(),
+        annotations(title = "Edit Content", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn edit_content(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("edit_content", Need::Write, args, &ctx, |id, a| {
+            self.op_edit_content(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "move_content",
+        description = "Rename a content file atomically (to_path must not exist: ALREADY_EXISTS). expected_hash = its current hash. History moves with it (list_versions on to_path).",
+        input_schema = input_schema::<MoveContentArgs>(),
+        output_schema = output_schema::<MoveContentOutput>(),
+        annotations(title = "Move Content", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn move_content(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("move_content", Need::Write, args, &ctx, |id, a| {
+            self.op_move_content(id, a)
+        })
+        .await
+    }
+
+    #[tool(
+        name = "list_versions",
+        description = "A file's versions, newest first (sha256, size, agent_id, operation, time); page with cursor. read_content with version=<sha256> reads one.",
+        input_schema = input_schema::<ListVersionsArgs>(),
+        output_schema = output_schema::<ListVersionsOutput>(),
+        annotations(title = "List Versions", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_versions(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("list_versions", Need::Read, args, &ctx, |id, a| {
+            self.op_list_versions(id, a)
+        })
+        .await
+    }
+
+    #[tool(
         name = "delete_content",
-        title = "Delete Content",
-        description = "Delete a content file (idempotent: deleting a missing file succeeds with existed=false). With user_id only that user's overlay copy is deleted; base is untouched.",
+        description = "Delete a content file (idempotent: a missing file gives existed=false). With user_id only that user's overlay copy; base is untouched.",
         input_schema = input_schema::<DeleteContentArgs>(),
         output_schema = output_schema::<DeleteOutput>(),
         annotations(title = "Delete Content", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
@@ -166,8 +217,7 @@ impl PfsTools {
 
     #[tool(
         name = "upload_asset",
-        title = "Upload Binary Asset",
-        description = "Upload a binary asset (image, slide deck, video, audio) as base64 in binary_data to static/{asset_type}/{filename}. filename may be nested (chapter-1/diagram.png). Re-uploading identical bytes is skipped. Larger than the configured limit → PAYLOAD_TOO_LARGE.",
+        description = "Upload a binary asset as base64 binary_data to static/{asset_type}/{filename} (filename may be nested). Identical bytes are skipped; over the limit → PAYLOAD_TOO_LARGE.",
         input_schema = input_schema::<UploadAssetArgs>(),
         output_schema = output_schema::<UploadAssetOutput>(),
         annotations(title = "Upload Binary Asset", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
@@ -185,11 +235,10 @@ impl PfsTools {
 
     #[tool(
         name = "get_asset",
-        title = "Get Asset Metadata",
         description = "Metadata of one asset (size, MIME type, hash, CDN URL); include_binary=true also returns the bytes as base64.",
         input_schema = input_schema::<GetAssetArgs>(),
         output_schema = output_schema::<AssetInfo>(),
-        annotations(title = "Get Asset Metadata", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Get Asset Metadata", read_only_hint = true, open_world_hint = false)
     )]
     async fn get_asset(&self, args: JsonObject, ctx: RequestContext<RoleServer>) -> CallToolResult {
         self.call("get_asset", Need::Read, args, &ctx, |id, a| {
@@ -200,11 +249,10 @@ impl PfsTools {
 
     #[tool(
         name = "list_assets",
-        title = "List Book Assets",
         description = "List a book's assets (recursively), optionally of one asset_type.",
         input_schema = input_schema::<ListAssetsArgs>(),
         output_schema = output_schema::<ListAssetsOutput>(),
-        annotations(title = "List Book Assets", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "List Book Assets", read_only_hint = true, open_world_hint = false)
     )]
     async fn list_assets(
         &self,
@@ -219,7 +267,6 @@ impl PfsTools {
 
     #[tool(
         name = "delete_asset",
-        title = "Delete Asset",
         description = "Delete an asset (idempotent: deleting a missing asset succeeds with existed=false).",
         input_schema = input_schema::<DeleteAssetArgs>(),
         output_schema = output_schema::<DeleteOutput>(),
@@ -238,11 +285,10 @@ impl PfsTools {
 
     #[tool(
         name = "list_books",
-        title = "List Books",
         description = "List the books (optionally one book_id), with their content tree and/or asset lists when include_structure is content, assets or all.",
         input_schema = input_schema::<ListBooksArgs>(),
         output_schema = output_schema::<ListBooksOutput>(),
-        annotations(title = "List Books", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "List Books", read_only_hint = true, open_world_hint = false)
     )]
     async fn list_books(
         &self,
@@ -257,11 +303,10 @@ impl PfsTools {
 
     #[tool(
         name = "glob_search",
-        title = "Search Files by Pattern",
-        description = "Find files whose book-relative path matches a glob (`*` within a segment, `**` across segments, `?`, `[abc]`), e.g. content/**/*.md. With all_books the pattern starts with the book id (*/content/**/*.md). Searches base plus your own overlay only. Matches are book-relative paths for read_content (book_id/path with all_books).",
+        description = "Find files whose book-relative path matches a glob (`*`, `**`, `?`, `[abc]`), e.g. content/**/*.md; with all_books it starts with the book id (*/content/**/*.md). Covers base plus your own overlay. Returns paths read_content takes.",
         input_schema = input_schema::<GlobSearchArgs>(),
         output_schema = output_schema::<GlobSearchOutput>(),
-        annotations(title = "Search Files by Pattern", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Search Files by Pattern", read_only_hint = true, open_world_hint = false)
     )]
     async fn glob_search(
         &self,
@@ -276,11 +321,10 @@ impl PfsTools {
 
     #[tool(
         name = "grep_search",
-        title = "Search Content by Regex",
-        description = "Search the text of content files line by line with a regular expression (Rust regex syntax). Returns up to max_results matches (default 100, max 1000) with truncated=true when cut. Searches base plus your own overlay only.",
+        description = "Search content files line by line with a regular expression (Rust regex syntax): up to max_results matches (truncated=true when cut). Covers base plus your own overlay.",
         input_schema = input_schema::<GrepSearchArgs>(),
         output_schema = output_schema::<GrepSearchOutput>(),
-        annotations(title = "Search Content by Regex", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Search Content by Regex", read_only_hint = true, open_world_hint = false)
     )]
     async fn grep_search(
         &self,
@@ -295,11 +339,10 @@ impl PfsTools {
 
     #[tool(
         name = "get_book_archive",
-        title = "Get Book Archive",
-        description = "Get a signed, short-lived URL that downloads the book as a ZIP (scope content, assets or all) plus file counts. Overlays are included only when user_id is given (your own, unless admin); the overlay then replaces base files.",
+        description = "A signed, short-lived URL that downloads the book as a ZIP (scope content, assets or all), plus counts. With user_id (your own unless admin) that overlay replaces base files.",
         input_schema = input_schema::<GetBookArchiveArgs>(),
         output_schema = output_schema::<ArchiveOutput>(),
-        annotations(title = "Get Book Archive", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Get Book Archive", read_only_hint = true, open_world_hint = false)
     )]
     async fn get_book_archive(
         &self,
@@ -314,11 +357,10 @@ impl PfsTools {
 
     #[tool(
         name = "validate_book",
-        title = "Validate Book Schema",
         description = "Check every file of a book against the book's schema profile and report errors (with suggestions) and warnings. strict=true stops at the first error.",
         input_schema = input_schema::<ValidateBookArgs>(),
         output_schema = output_schema::<ValidateOutput>(),
-        annotations(title = "Validate Book Schema", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Validate Book Schema", read_only_hint = true, open_world_hint = false)
     )]
     async fn validate_book(
         &self,
@@ -333,11 +375,10 @@ impl PfsTools {
 
     #[tool(
         name = "delta_build",
-        title = "Delta Build Detection",
         description = "Files written after `since` (ISO 8601), newest first; with user_id also that user's overlay changes. Deletions are not visible here: use plan_build for exact deltas.",
         input_schema = input_schema::<DeltaBuildArgs>(),
         output_schema = output_schema::<DeltaBuildOutput>(),
-        annotations(title = "Delta Build Detection", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Delta Build Detection", read_only_hint = true, open_world_hint = false)
     )]
     async fn delta_build(
         &self,
@@ -352,11 +393,10 @@ impl PfsTools {
 
     #[tool(
         name = "plan_build",
-        title = "Plan Build (Manifest Delta)",
-        description = "Compare the book's current manifest with the manifest of your last build (target_manifest_hash) and list the files to download (added, modified) and delete (deleted). Store the returned manifest_hash after applying the plan.",
+        description = "Compare the book with your last build (target_manifest_hash): files to download (added, modified) and delete (deleted). Store the returned manifest_hash once applied.",
         input_schema = input_schema::<PlanBuildArgs>(),
         output_schema = output_schema::<PlanBuildOutput>(),
-        annotations(title = "Plan Build (Manifest Delta)", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Plan Build (Manifest Delta)", read_only_hint = true, open_world_hint = false)
     )]
     async fn plan_build(
         &self,
@@ -371,11 +411,10 @@ impl PfsTools {
 
     #[tool(
         name = "query_audit_log",
-        title = "Query Audit Log",
-        description = "Page through the audit log (newest first) filtered by agent_id, operation, book_id, path_pattern (* wildcard), since/until (ISO 8601) and status. Pass next_cursor back as cursor for the next page. Needs the admin scope.",
+        description = "Audit rows, newest first, filtered by agent_id, operation, book_id, path_pattern (* wildcard), since/until (ISO 8601), status; next_cursor pages. Needs the admin scope.",
         input_schema = input_schema::<QueryAuditLogArgs>(),
         output_schema = output_schema::<AuditPageOut>(),
-        annotations(title = "Query Audit Log", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Query Audit Log", read_only_hint = true, open_world_hint = false)
     )]
     async fn query_audit_log(
         &self,
@@ -390,11 +429,10 @@ impl PfsTools {
 
     #[tool(
         name = "verify_audit_chain",
-        title = "Verify Audit Chain",
         description = "Verify the tamper-evident audit row chain and the per-file hash chains (entry[n].new_hash == entry[n+1].prev_hash). Needs the admin scope.",
         input_schema = input_schema::<VerifyAuditChainArgs>(),
         output_schema = output_schema::<ChainReportOut>(),
-        annotations(title = "Verify Audit Chain", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Verify Audit Chain", read_only_hint = true, open_world_hint = false)
     )]
     async fn verify_audit_chain(
         &self,

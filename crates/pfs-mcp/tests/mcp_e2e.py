@@ -29,7 +29,8 @@ MCP_URL = BASE + "/mcp"
 EXPECTED_TOOLS = {
     "read_content", "write_content", "delete_content", "upload_asset", "get_asset", "list_assets",
     "delete_asset", "list_books", "glob_search", "grep_search", "get_book_archive", "validate_book",
-    "delta_build", "plan_build", "query_audit_log", "verify_audit_chain",
+    "delta_build", "plan_build", "query_audit_log", "verify_audit_chain", "edit_content",
+    "move_content", "list_versions",
 }
 
 PASSED = 0
@@ -112,8 +113,11 @@ async def main():
             check(isinstance(t.output_schema, dict) and t.output_schema, f"{t.name}: output schema")
             a = t.annotations
             check(a is not None and a.title, f"{t.name}: annotations with title")
-            check(a is not None and a.read_only_hint is not None and a.idempotent_hint is not None,
+            check(a is not None and a.read_only_hint is not None and a.open_world_hint is not None,
                   f"{t.name}: hints present")
+            if a is not None and a.read_only_hint is False:
+                check(a.idempotent_hint is not None and a.destructive_hint is not None,
+                      f"{t.name}: mutation hints present")
             # Provider-safe: a flat object schema, the legacy wrapped form accepted but not advertised.
             check("params" not in t.input_schema.get("properties", {}), f"{t.name}: wrapped form not advertised")
             check(isinstance(t.input_schema.get("required"), list), f"{t.name}: top-level required")
@@ -305,6 +309,29 @@ async def main():
         check(rb["source"] == "base", "after overlay delete, base shows through")
         dc = await alice.ok("delete_content", {"book_id": BOOK, "path": lesson, "user_id": "alice"})
         check(dc["existed"] is False, "idempotent delete")
+
+        # --- revisions: edit, conflict diff, versions, read by version, move
+        page = "content/01-Part/01-Chapter/05-revise.md"
+        h1 = (await alice.ok("write_content", {"book_id": BOOK, "path": page, "content": "a\nb\nc\n"}))["file_hash"]
+        ed = await alice.ok("edit_content", {"book_id": BOOK, "path": page, "expected_hash": h1,
+                                             "edits": [{"old_text": "b", "new_text": "B"}]})
+        check(ed["mode"] == "updated" and "-b\n+B\n" in ed["diff"], f"edit_content diff: {ed}")
+        ce = await alice.err("edit_content", {"book_id": BOOK, "path": page, "expected_hash": h1,
+                                              "edits": [{"old_text": "a", "new_text": "A"}]}, "CONFLICT")
+        check(ce.get("current_hash") == ed["file_hash"] and "+B" in ce.get("diff", ""), "conflict diff")
+        await alice.err("edit_content", {"book_id": BOOK, "path": page, "expected_hash": ed["file_hash"],
+                                         "edits": [{"old_text": "zzz", "new_text": "y"}]}, "EDIT_NO_MATCH")
+        lv = await alice.ok("list_versions", {"book_id": BOOK, "path": page})
+        check([v["sha256"] for v in lv["versions"]] == [ed["file_hash"], h1], f"list_versions: {lv}")
+        old = await alice.ok("read_content", {"book_id": BOOK, "path": page, "version": h1})
+        check(old["content"] == "a\nb\nc\n" and old["is_current"] is False, "read by version")
+        moved = "content/01-Part/01-Chapter/06-revised.md"
+        mv = await alice.ok("move_content", {"book_id": BOOK, "from_path": page, "to_path": moved,
+                                             "expected_hash": ed["file_hash"]})
+        check(mv["to_path"] == moved, "move_content")
+        lv = await alice.ok("list_versions", {"book_id": BOOK, "path": moved})
+        check([v["operation"] for v in lv["versions"]] == ["move_content", "write_content", "write_content"],
+              f"history follows the move: {lv}")
 
         # --- audit
         q = await root.ok("query_audit_log", {"agent_id": "alice", "operation": "write_content", "limit": 2})

@@ -12,6 +12,9 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     HashRequired,
+    AlreadyExists,
+    EditNoMatch,
+    EditAmbiguous,
     InvalidInput,
     PayloadTooLarge,
     Unauthorized,
@@ -28,6 +31,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::HashRequired => "HASH_REQUIRED",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::EditNoMatch => "EDIT_NO_MATCH",
+            ErrorCode::EditAmbiguous => "EDIT_AMBIGUOUS",
             ErrorCode::InvalidInput => "INVALID_INPUT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
@@ -68,10 +74,38 @@ pub enum PfsError {
         path: String,
         expected: String,
         current: String,
+        /// A unified diff from the expected version to the current one, when the expected hash
+        /// is a version of this file (see [`PfsError::with_conflict_diff`]).
+        diff: Option<String>,
     },
     /// The file exists, so an update must carry `expected_hash`.
     #[error("{path} already exists (hash {current}); read it and send expected_hash to update it")]
     HashRequired { path: String, current: String },
+    /// The target of a create or move exists already.
+    #[error("{path} already exists (hash {current}); choose another path, or delete it first")]
+    AlreadyExists { path: String, current: String },
+    /// An edit's `old_text` is not in the file.
+    #[error(
+        "edit {edit} of {path}: old_text was not found{hint}; re-read the file and copy old_text exactly (whitespace included)"
+    )]
+    EditNoMatch {
+        path: String,
+        /// 0-based index of the edit in `edits`.
+        edit: usize,
+        /// Where a near match is (e.g. "; a match ignoring whitespace starts at line 12"), or empty.
+        hint: String,
+    },
+    /// An edit's `old_text` matches more than once and `replace_all` is not set.
+    #[error(
+        "edit {edit} of {path}: old_text matches {count} times (lines {lines:?}); add surrounding text to make it unique, or set replace_all"
+    )]
+    EditAmbiguous {
+        path: String,
+        edit: usize,
+        count: usize,
+        /// 1-based line numbers where the matches start (the first few).
+        lines: Vec<usize>,
+    },
     #[error("{0}")]
     InvalidInput(String),
     #[error("payload too large: {what} is {size} bytes, the limit is {limit} bytes")]
@@ -99,6 +133,9 @@ impl PfsError {
             PfsError::NotFound { .. } => ErrorCode::NotFound,
             PfsError::Conflict { .. } => ErrorCode::Conflict,
             PfsError::HashRequired { .. } => ErrorCode::HashRequired,
+            PfsError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            PfsError::EditNoMatch { .. } => ErrorCode::EditNoMatch,
+            PfsError::EditAmbiguous { .. } => ErrorCode::EditAmbiguous,
             PfsError::InvalidInput(_) => ErrorCode::InvalidInput,
             PfsError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             PfsError::Unauthorized(_) => ErrorCode::Unauthorized,
@@ -158,14 +195,34 @@ impl PfsError {
                 path,
                 expected,
                 current,
+                diff,
             } => {
                 err.insert("path".into(), json!(path));
                 err.insert("expected_hash".into(), json!(expected));
                 err.insert("current_hash".into(), json!(current));
+                if let Some(d) = diff {
+                    err.insert("diff".into(), json!(d));
+                }
             }
-            PfsError::HashRequired { path, current } => {
+            PfsError::HashRequired { path, current }
+            | PfsError::AlreadyExists { path, current } => {
                 err.insert("path".into(), json!(path));
                 err.insert("current_hash".into(), json!(current));
+            }
+            PfsError::EditNoMatch { path, edit, .. } => {
+                err.insert("path".into(), json!(path));
+                err.insert("edit".into(), json!(edit));
+            }
+            PfsError::EditAmbiguous {
+                path,
+                edit,
+                count,
+                lines,
+            } => {
+                err.insert("path".into(), json!(path));
+                err.insert("edit".into(), json!(edit));
+                err.insert("matches".into(), json!(count));
+                err.insert("lines".into(), json!(lines));
             }
             PfsError::PayloadTooLarge { size, limit, .. } => {
                 err.insert("size".into(), json!(size));

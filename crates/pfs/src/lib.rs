@@ -13,6 +13,7 @@ pub mod audit;
 pub mod blob_cache;
 mod confirm;
 pub mod db;
+pub mod edit;
 pub mod engine;
 pub mod error;
 pub mod fsck;
@@ -25,8 +26,9 @@ pub mod storage;
 pub mod validate;
 
 pub use engine::{
-    Actor, AssetOutcome, AssetStatus, BookInfo, DeleteOutcome, Engine, EngineConfig, JournalEntry,
-    Limits, ListView, ReadOutput, Source, VersionEntry, WriteMode, WriteOutcome,
+    Actor, AssetOutcome, AssetStatus, BookInfo, DeleteOutcome, EditOutcome, Engine, EngineConfig,
+    JournalEntry, Limits, ListView, MoveOutcome, ReadOutput, Source, VersionEntry, WriteMode,
+    WriteOutcome,
 };
 pub use error::{ErrorCode, PfsError, Result};
 pub use ids::{BASE_USER, BookId, Namespace, UserId};

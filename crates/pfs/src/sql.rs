@@ -18,13 +18,24 @@ macro_rules! file_versions_insert {
     };
 }
 
+/// For a row of `($1, $2, $3)`: the base file's current sha256 when `$3` is an overlay owner
+/// (NULL for base rows, and when the base file does not exist), stored as the overlay's
+/// `base_sha256` so a later read can tell that the base changed since.
+macro_rules! overlay_base_hash {
+    () => {
+        "(SELECT ob.sha256 FROM file_journal ob WHERE ob.book_id = $1 AND ob.path = $2 \
+         AND ob.user_id = '__base__' AND $3 <> '__base__')"
+    };
+}
+
 /// Create the journal row of `($1, $2, $3)` with sha256 `$4`, size `$5`, time `$6`, backend `$7`;
 /// the version continues a deleted file's history. No `ON CONFLICT` yet (callers add a filter).
 macro_rules! journal_create_select {
     () => {
-        "INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1 FROM file_versions \
-         WHERE book_id = $1 AND path = $2 AND user_id = $3 "
+        concat!("INSERT INTO file_journal (book_id, path, user_id, sha256, size, last_written_at, storage_backend, version, base_sha256) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, COALESCE(MAX(version), 0) + 1, ",
+        overlay_base_hash!(),
+        " FROM file_versions WHERE book_id = $1 AND path = $2 AND user_id = $3 ")
     };
 }
 
@@ -32,8 +43,10 @@ macro_rules! journal_create_select {
 /// `journal_create_select`).
 macro_rules! journal_cas_update {
     () => {
-        "UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
-         version = version + 1 WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 "
+        concat!("UPDATE file_journal SET sha256 = $4, size = $5, last_written_at = $6, storage_backend = $7, \
+         version = version + 1, base_sha256 = ",
+        overlay_base_hash!(),
+        " WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $8 ")
     };
 }
 

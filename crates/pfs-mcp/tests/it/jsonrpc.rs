@@ -30,6 +30,9 @@ async fn tools_list_advertises_every_tool_with_schemas_and_annotations() {
     let expected: HashSet<&str> = [
         "read_content",
         "write_content",
+        "edit_content",
+        "move_content",
+        "list_versions",
         "delete_content",
         "upload_asset",
         "get_asset",
@@ -65,13 +68,17 @@ async fn tools_list_advertises_every_tool_with_schemas_and_annotations() {
         );
         let a = &t["annotations"];
         assert!(a["title"].is_string(), "{name}: title");
-        for hint in [
-            "readOnlyHint",
-            "destructiveHint",
-            "idempotentHint",
-            "openWorldHint",
-        ] {
+        for hint in ["readOnlyHint", "openWorldHint"] {
             assert!(a[hint].is_boolean(), "{name}: {hint}");
+        }
+        // The other two hints mean something only for tools that change things (MCP spec), so
+        // read-only tools leave them out.
+        for hint in ["destructiveHint", "idempotentHint"] {
+            assert_eq!(
+                a[hint].is_boolean(),
+                a["readOnlyHint"] == json!(false),
+                "{name}: {hint}"
+            );
         }
     }
     let by = |n: &str| {

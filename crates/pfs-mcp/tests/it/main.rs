@@ -5,5 +5,6 @@
 mod jsonrpc;
 mod platform_auth;
 mod python_e2e;
+mod revise;
 mod stdio;
 mod support;

@@ -68,12 +68,15 @@ pub const OP_WRITE_CONTENT: &str = "write_content";
 pub const OP_DELETE_CONTENT: &str = "delete_content";
 pub const OP_UPLOAD_ASSET: &str = "upload_asset";
 pub const OP_DELETE_ASSET: &str = "delete_asset";
+/// A rename: one row at the old path (`prev_hash` → NULL) and one at the new (NULL → `new_hash`).
+pub const OP_MOVE_CONTENT: &str = "move_content";
 /// All per-file chain operations.
-pub const CHAIN_OPERATIONS: [&str; 4] = [
+pub const CHAIN_OPERATIONS: [&str; 5] = [
     OP_WRITE_CONTENT,
     OP_DELETE_CONTENT,
     OP_UPLOAD_ASSET,
     OP_DELETE_ASSET,
+    OP_MOVE_CONTENT,
 ];
 
 /// Audit statuses.

@@ -47,8 +47,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::audit::{
-    self, AuditLog, NewAuditRow, OP_DELETE_ASSET, OP_DELETE_CONTENT, OP_UPLOAD_ASSET,
-    OP_WRITE_CONTENT, STATUS_CONFLICT, STATUS_ERROR, STATUS_SUCCESS,
+    self, AuditLog, NewAuditRow, OP_DELETE_ASSET, OP_DELETE_CONTENT, OP_MOVE_CONTENT,
+    OP_UPLOAD_ASSET, OP_WRITE_CONTENT, STATUS_CONFLICT, STATUS_ERROR, STATUS_SUCCESS,
 };
 use crate::blob_cache::BlobCache;
 use crate::confirm::{self, Applied, ConfirmQueue};
@@ -61,10 +61,12 @@ use crate::path::{Area, BookPath, DirPrefix, storage_key};
 use crate::schema::Profile;
 use crate::storage::{Storage, blob_key, is_sha256_hex, sha256_hex};
 
+mod edits;
 mod faults;
 mod journal;
 mod manifest_cache;
 mod materialize;
+mod moves;
 mod mutate;
 mod pg_write;
 mod read;
@@ -73,8 +75,10 @@ mod unsynced;
 mod write;
 
 pub use crate::ids::Actor;
+pub use edits::EditOutcome;
 pub use faults::Faults;
 use journal::*;
+pub use moves::MoveOutcome;
 
 /// Size limits (bytes).
 #[derive(Debug, Clone)]
@@ -152,6 +156,9 @@ pub struct JournalEntry {
     pub last_written_at: DateTime<Utc>,
     pub version: i64,
     pub storage_backend: String,
+    /// Overlay rows: the base file's sha256 when the overlay was last written (`None`: there was
+    /// no base file then). Always `None` for base rows.
+    pub base_sha256: Option<String>,
 }
 
 impl JournalEntry {
@@ -176,6 +183,9 @@ pub struct ReadOutput {
     pub bytes: Bytes,
     pub entry: JournalEntry,
     pub source: Source,
+    /// The base file's current sha256 (`None`: no base file), from the same lookup; with
+    /// `entry.base_sha256` it tells whether an overlay's base changed since it was written.
+    pub base_sha256: Option<String>,
 }
 
 /// `created` | `updated`.
@@ -257,6 +267,8 @@ pub struct VersionEntry {
     pub size: u64,
     pub written_at: DateTime<Utc>,
     pub agent_id: String,
+    /// The operation that produced this version (`write_content`, `move_content`).
+    pub operation: String,
 }
 
 /// What a mutation expects of the current journal row.
@@ -363,7 +375,7 @@ impl std::fmt::Debug for Engine {
 const RECONCILE_AT_OPEN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 const JOURNAL_COLS: &str =
-    "book_id, path, user_id, sha256, size, last_written_at, version, storage_backend";
+    "book_id, path, user_id, sha256, size, last_written_at, version, storage_backend, base_sha256";
 
 fn decode_entry(r: &sqlx::any::AnyRow) -> Result<JournalEntry> {
     let g = db_err("decode journal row");
@@ -377,6 +389,7 @@ fn decode_entry(r: &sqlx::any::AnyRow) -> Result<JournalEntry> {
         last_written_at: from_micros(r.try_get("last_written_at").map_err(&g)?),
         version: r.try_get("version").map_err(&g)?,
         storage_backend: r.try_get("storage_backend").map_err(&g)?,
+        base_sha256: r.try_get("base_sha256").map_err(&g)?,
     })
 }
 

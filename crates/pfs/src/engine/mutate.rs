@@ -119,6 +119,7 @@ impl Engine {
             path: path.to_string(),
             expected: "(any)".into(),
             current: "(changing too fast)".into(),
+            diff: None,
         })
     }
 

@@ -2,6 +2,20 @@
 
 use super::*;
 
+/// The columns `version, sha256, size, written_at, agent_id, operation` of a `file_versions` row.
+fn decode_version(r: &sqlx::any::AnyRow) -> Result<VersionEntry> {
+    let g = db_err("decode version row");
+    let size: i64 = r.try_get("size").map_err(&g)?;
+    Ok(VersionEntry {
+        version: r.try_get("version").map_err(&g)?,
+        sha256: r.try_get("sha256").map_err(&g)?,
+        size: u64::try_from(size).unwrap_or(0),
+        written_at: from_micros(r.try_get("written_at").map_err(&g)?),
+        agent_id: r.try_get("agent_id").map_err(&g)?,
+        operation: r.try_get("operation").map_err(&g)?,
+    })
+}
+
 impl Engine {
     /// The journal row of `path` in `ns`, if any.
     pub async fn stat(
@@ -42,6 +56,7 @@ impl Engine {
                 base = Some(e);
             }
         }
+        let base_sha256 = base.as_ref().map(|b| b.sha256.clone());
         let (entry, source) = match (overlay, base) {
             (Some(o), _) => (o, Source::Overlay),
             (None, Some(b)) => (b, Source::Base),
@@ -54,6 +69,7 @@ impl Engine {
             bytes,
             entry,
             source,
+            base_sha256,
         })
     }
 
@@ -85,7 +101,7 @@ impl Engine {
         user: &str,
     ) -> Result<Vec<JournalEntry>> {
         const SQL_SYNC: &str = "SELECT book_id, path, user_id, sha256, size, last_written_at, version, \
-             storage_backend FROM file_journal WHERE book_id = ?1 AND path = ?2 AND user_id IN (?3, ?4)";
+             storage_backend, base_sha256 FROM file_journal WHERE book_id = ?1 AND path = ?2 AND user_id IN (?3, ?4)";
         let sync = self.try_sync_read("read journal", |c| {
             let mut st = c.prepare_cached(SQL_SYNC)?;
             let rows = st.query_map([book, path, BASE_USER, user], |r| {
@@ -99,6 +115,7 @@ impl Engine {
                     last_written_at: from_micros(r.get(5)?),
                     version: r.get(6)?,
                     storage_backend: r.get(7)?,
+                    base_sha256: r.get(8)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -237,29 +254,67 @@ impl Engine {
         path: &BookPath,
         ns: &Namespace,
     ) -> Result<Vec<VersionEntry>> {
+        let mut all = self.versions(book, path, ns, i64::MAX, None).await?;
+        all.reverse();
+        Ok(all)
+    }
+
+    /// One page of a file's versions, newest first: at most `limit`, only those older than
+    /// version `before` when given (the previous page's last version: a stable cursor, since
+    /// versions are only ever added above it).
+    pub async fn versions(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<VersionEntry>> {
         let rows = sqlx::query(
-            "SELECT version, sha256, size, written_at, agent_id FROM file_versions \
-             WHERE book_id = $1 AND path = $2 AND user_id = $3 ORDER BY version",
+            "SELECT version, sha256, size, written_at, agent_id, operation FROM file_versions \
+             WHERE book_id = $1 AND path = $2 AND user_id = $3 AND version < $4 \
+             ORDER BY version DESC LIMIT $5",
         )
         .bind(book.as_str())
         .bind(path.as_str())
         .bind(ns.journal_user())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit.max(0))
         .fetch_all(self.inner.db.pool())
         .await
         .map_err(db_err("read history"))?;
-        rows.iter()
-            .map(|r| {
-                let g = db_err("decode version row");
-                let size: i64 = r.try_get("size").map_err(&g)?;
-                Ok(VersionEntry {
-                    version: r.try_get("version").map_err(&g)?,
-                    sha256: r.try_get("sha256").map_err(&g)?,
-                    size: u64::try_from(size).unwrap_or(0),
-                    written_at: from_micros(r.try_get("written_at").map_err(&g)?),
-                    agent_id: r.try_get("agent_id").map_err(&g)?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode_version).collect()
+    }
+
+    /// The bytes of the version of `path` with content hash `sha256`, if that hash is in the
+    /// file's own history in `ns` (never any other file's: a hash alone gives no access).
+    /// `None` when it is not.
+    pub async fn read_version_by_hash(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        sha256: &str,
+    ) -> Result<Option<(VersionEntry, Bytes)>> {
+        check_sha(sha256)?;
+        let row = sqlx::query(
+            "SELECT version, sha256, size, written_at, agent_id, operation FROM file_versions \
+             WHERE book_id = $1 AND path = $2 AND user_id = $3 AND sha256 = $4 \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(book.as_str())
+        .bind(path.as_str())
+        .bind(ns.journal_user())
+        .bind(sha256)
+        .fetch_optional(self.inner.db.pool())
+        .await
+        .map_err(db_err("find version"))?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let v = decode_version(&r)?;
+        let bytes = self.read_blob_sized(&v.sha256, v.size).await?;
+        Ok(Some((v, bytes)))
     }
 
     /// The bytes of one earlier (or the current) version.

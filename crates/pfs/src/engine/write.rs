@@ -86,6 +86,7 @@ impl Engine {
                     path: path.to_string(),
                     expected: h.to_string(),
                     current: cur,
+                    diff: None,
                 }),
                 _ => Ok(exp),
             }
@@ -421,12 +422,14 @@ impl Engine {
                     path: path.to_string(),
                     expected: h.to_string(),
                     current: cur,
+                    diff: None,
                 },
                 // The insert lost to a row that was deleted again before we looked: retryable.
                 (Expect::Absent, None) => PfsError::Conflict {
                     path: path.to_string(),
                     expected: "(absent)".into(),
                     current: "(absent)".into(),
+                    diff: None,
                 },
             };
             let msg = err.to_string();
