@@ -45,6 +45,17 @@ function check(cond, what) {
   }
 }
 
+// The SDK and its Ajv validator report what they tolerate but do not understand (e.g. an unknown
+// `format` in an output schema: "unknown format … ignored") with console.warn; count it as a failure.
+for (const level of ["warn", "error"]) {
+  const orig = console[level].bind(console);
+  console[level] = (...args) => {
+    FAILED += 1;
+    orig(...args);
+    console.log(`FAIL: console.${level} from the client: ${args.map(String).join(" ")}`);
+  };
+}
+
 const sha = (bytes) => createHash("sha256").update(bytes).digest("hex");
 const b64 = (bytes) => Buffer.from(bytes).toString("base64");
 const short = (s, n = 300) => (s.length > n ? s.slice(0, n) + "…" : s);
