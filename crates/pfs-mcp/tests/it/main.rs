@@ -1,6 +1,6 @@
 //! Integration tests of the PanaversityFS MCP server: the real router on 127.0.0.1 over SQLite and
-//! PostgreSQL, driven by raw JSON-RPC (reqwest), by the official Python `mcp` client, and over a
-//! stdio-style duplex stream.
+//! PostgreSQL, driven by raw JSON-RPC (reqwest), by the official Python `mcp` and TypeScript SDK
+//! clients, and over a stdio-style duplex stream.
 
 mod jsonrpc;
 mod platform_auth;
@@ -8,3 +8,4 @@ mod python_e2e;
 mod revise;
 mod stdio;
 mod support;
+mod ts_e2e;
