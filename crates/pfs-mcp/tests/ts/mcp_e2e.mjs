@@ -239,18 +239,27 @@ async function main() {
         const a = t.annotations;
         check(Boolean(a?.title), `${t.name}: annotations with title`);
         check(
-          typeof a?.readOnlyHint === "boolean" && typeof a?.idempotentHint === "boolean",
+          typeof a?.readOnlyHint === "boolean" && typeof a?.openWorldHint === "boolean",
           `${t.name}: hints present`,
         );
+        if (a?.readOnlyHint === false) {
+          check(
+            typeof a?.destructiveHint === "boolean" && typeof a?.idempotentHint === "boolean",
+            `${t.name}: mutation hints present`,
+          );
+        }
       }
       const by = Object.fromEntries(alice.tools.map((t) => [t.name, t]));
       check(by.read_content?.annotations?.readOnlyHint === true, "read_content readOnly");
       check(by.delete_content?.annotations?.destructiveHint === true, "delete_content destructive");
       check(by.write_content?.annotations?.title === "Write Content (Upsert)", "write_content title");
       check(by.upload_asset?.annotations?.idempotentHint === false, "upload_asset not idempotent");
-      // The output validation is live: a result missing its required fields is refused.
+      // The output validation is live: a result of the wrong shape is refused.
       const v = alice.client.getToolOutputValidator("write_content");
-      check(v !== undefined && v({}).valid === false, "output validator rejects {} for write_content");
+      check(
+        v !== undefined && v({ file_size: "large" }).valid === false,
+        "output validator rejects a mistyped write_content result",
+      );
     });
 
     await section("write / read (flat, wrapped, params as a JSON string)", async () => {
@@ -498,6 +507,41 @@ async function main() {
       check(rb.source === "base", "after overlay delete, base shows through");
       dc = await alice.ok("delete_content", { book_id: BOOK, path: lesson, user_id: "alice" });
       check(dc.existed === false, "idempotent delete");
+    });
+
+    await section("edit_content / list_versions / read by version / move_content", async () => {
+      const page = "content/01-Part/01-Chapter/05-revise.md";
+      const h1 = (await alice.ok("write_content", { book_id: BOOK, path: page, content: "a\nb\nc\n" })).file_hash;
+      const ed = await alice.ok("edit_content", {
+        book_id: BOOK, path: page, expected_hash: h1, edits: [{ old_text: "b", new_text: "B" }],
+      });
+      check(ed.mode === "updated" && ed.diff.includes("-b\n+B\n"), `edit_content diff: ${JSON.stringify(ed)}`);
+      const ce = await alice.err("edit_content", {
+        book_id: BOOK, path: page, expected_hash: h1, edits: [{ old_text: "a", new_text: "A" }],
+      }, "CONFLICT");
+      check(ce.current_hash === ed.file_hash && String(ce.diff).includes("+B"), "conflict carries a diff");
+      await alice.err("edit_content", {
+        book_id: BOOK, path: page, expected_hash: ed.file_hash,
+        edits: [{ old_text: "c", new_text: "x" }, { old_text: "c", new_text: "y" }],
+      }, "EDIT_NO_MATCH");
+      const lv = await alice.ok("list_versions", { book_id: BOOK, path: page, limit: 1 });
+      check(lv.versions.length === 1 && lv.versions[0].sha256 === ed.file_hash && lv.next_cursor,
+        `list_versions page: ${JSON.stringify(lv)}`);
+      const lv2 = await alice.ok("list_versions", { book_id: BOOK, path: page, cursor: lv.next_cursor });
+      check(lv2.versions.map((v) => v.sha256).join() === h1, "list_versions next page");
+      const old = await alice.ok("read_content", { book_id: BOOK, path: page, version: h1 });
+      check(old.content === "a\nb\nc\n" && old.is_current === false, "read by version");
+      const moved = "content/01-Part/01-Chapter/06-revised.md";
+      const mv = await alice.ok("move_content", {
+        book_id: BOOK, from_path: page, to_path: moved, expected_hash: ed.file_hash,
+      });
+      check(mv.to_path === moved && mv.file_hash === ed.file_hash, "move_content");
+      await alice.err("move_content", {
+        book_id: BOOK, from_path: moved, to_path: lesson, expected_hash: ed.file_hash,
+      }, "ALREADY_EXISTS");
+      const hist = await alice.ok("list_versions", { book_id: BOOK, path: moved });
+      check(hist.versions.map((v) => v.operation).join() === "move_content,write_content,write_content",
+        `history follows the move: ${JSON.stringify(hist)}`);
     });
 
     await section("query_audit_log / verify_audit_chain", async () => {
