@@ -200,6 +200,16 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// The tools that change the store (their calls carry a `request_id`, see [`McpClient::call`]).
+const MUTATING_TOOLS: [&str; 6] = [
+    "write_content",
+    "edit_content",
+    "move_content",
+    "delete_content",
+    "upload_asset",
+    "delete_asset",
+];
+
 /// A minimal MCP Streamable HTTP client: stateless `tools/call` requests with retries.
 pub struct McpClient {
     http: reqwest::Client,
@@ -251,8 +261,17 @@ impl McpClient {
         })
     }
 
-    /// Call `tool` with (flat) `args`, retrying transient failures; the structured result.
-    pub async fn call(&self, tool: &str, args: Value) -> Result<Value, CallError> {
+    /// Call `tool` with (flat) `args`, retrying transient failures; the structured result. A
+    /// mutating call gets a fresh `request_id` shared by its retries, so a retry of a change
+    /// whose reply was lost is answered with its first outcome instead of writing again (or
+    /// failing as a conflict with itself).
+    pub async fn call(&self, tool: &str, mut args: Value) -> Result<Value, CallError> {
+        if MUTATING_TOOLS.contains(&tool)
+            && let Some(obj) = args.as_object_mut()
+        {
+            obj.entry("request_id")
+                .or_insert_with(|| json!(uuid::Uuid::new_v4().to_string()));
+        }
         if self.exhausted.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
             return Err(CallError::Transport {
                 message: format!(

@@ -99,7 +99,7 @@ fn status_of(e: &PfsError) -> StatusCode {
     use pfs::ErrorCode::*;
     match e.code() {
         InvalidPath | SchemaViolation | InvalidInput | HashRequired | EditNoMatch
-        | EditAmbiguous => StatusCode::BAD_REQUEST,
+        | RequestIdReused | EditAmbiguous => StatusCode::BAD_REQUEST,
         NotFound => StatusCode::NOT_FOUND,
         Conflict | AlreadyExists => StatusCode::CONFLICT,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

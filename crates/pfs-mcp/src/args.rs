@@ -14,34 +14,37 @@ use serde_json::Value;
 
 /// Decode tool arguments given flat or wrapped in `params` (object or JSON string).
 pub fn decode_args<T: DeserializeOwned>(args: JsonObject) -> Result<T, PfsError> {
-    let inner = match args.get("params") {
-        Some(Value::Object(obj)) => Value::Object(obj.clone()),
-        Some(Value::String(s)) => {
-            let v: Value = serde_json::from_str(s).map_err(|e| {
-                PfsError::InvalidInput(format!(
-                    "params is a string but not a JSON object ({e}); send the arguments as an object"
-                ))
-            })?;
-            if !v.is_object() {
-                return Err(PfsError::InvalidInput(
-                    "params must be a JSON object holding the tool arguments".into(),
-                ));
-            }
-            v
-        }
+    decode_flat(flatten_args(args)?)
+}
+
+/// Decode arguments already in the flat form (see [`flatten_args`]).
+pub fn decode_flat<T: DeserializeOwned>(flat: JsonObject) -> Result<T, PfsError> {
+    serde_json::from_value(Value::Object(flat))
+        .map_err(|e| PfsError::InvalidInput(format!("invalid arguments: {e}")))
+}
+
+/// The arguments in the flat form, whichever form they came in.
+pub fn flatten_args(args: JsonObject) -> Result<JsonObject, PfsError> {
+    match args.get("params") {
+        Some(Value::Object(obj)) => Ok(obj.clone()),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(obj)) => Ok(obj),
+            Ok(_) => Err(PfsError::InvalidInput(
+                "params must be a JSON object holding the tool arguments".into(),
+            )),
+            Err(e) => Err(PfsError::InvalidInput(format!(
+                "params is a string but not a JSON object ({e}); send the arguments as an object"
+            ))),
+        },
         Some(Value::Null) | None => {
             let mut flat = args;
             flat.remove("params");
-            Value::Object(flat)
+            Ok(flat)
         }
-        Some(_) => {
-            return Err(PfsError::InvalidInput(
-                "params must be an object holding the tool arguments (or send them flat)".into(),
-            ));
-        }
-    };
-    serde_json::from_value(inner)
-        .map_err(|e| PfsError::InvalidInput(format!("invalid arguments: {e}")))
+        Some(_) => Err(PfsError::InvalidInput(
+            "params must be an object holding the tool arguments (or send them flat)".into(),
+        )),
+    }
 }
 
 pub use crate::schema::input_schema;
@@ -107,14 +110,13 @@ pub struct ReadContentArgs {
     /// Book identifier (`^[a-z0-9-]{3,50}$`).
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
-    /// Book-relative path: a file (`content/…`, or `static/…` for an asset's hash) or, for the
-    /// chapter/part scopes, a directory.
+    /// A file (`content/…`; `static/…` gives an asset's hash), or the chapter/part directory.
     #[serde(default = "default_content_path")]
     pub path: String,
     /// `file` (default), `chapter` (direct children), `part` (recursive) or `book` (whole book).
     #[serde(default)]
     pub scope: ReadScope,
-    /// Read this user's overlay first, falling back to base. Only your own user id unless admin.
+    /// Prefer this user's overlay over base (your own id unless admin).
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
@@ -128,7 +130,7 @@ pub struct ReadContentArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditContentArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Book-relative content path.
@@ -143,6 +145,9 @@ pub struct EditContentArgs {
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
+    /// Idempotency key (max 64 chars) for safe retries.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// One exact-text replacement of `edit_content`.
@@ -163,7 +168,7 @@ pub struct TextEdit {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveContentArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Current content path.
@@ -177,13 +182,16 @@ pub struct MoveContentArgs {
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
+    /// Idempotency key (max 64 chars) for safe retries.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// `list_versions` arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListVersionsArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Book-relative path.
@@ -205,28 +213,31 @@ pub struct ListVersionsArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteContentArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Book-relative content path, e.g. `content/01-Part/01-Chapter/01-lesson.md`.
     pub path: String,
     /// The full new file content (UTF-8, stored byte-exact).
     pub content: String,
-    /// sha256 of the current content; required to update an existing file, forbidden to create.
+    /// Current sha256: required to update, omitted to create.
     #[serde(default)]
     #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
     pub expected_hash: Option<String>,
-    /// Write to this user's overlay instead of base. Only your own user id unless admin.
+    /// Write this user's overlay instead of base (your own id unless admin).
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
+    /// Idempotency key (max 64 chars) for safe retries.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// `delete_content` arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteContentArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Book-relative content path.
@@ -235,6 +246,9 @@ pub struct DeleteContentArgs {
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
+    /// Idempotency key (max 64 chars) for safe retries.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// Asset directory under `static/`.
@@ -271,26 +285,29 @@ impl AssetType {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadAssetArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Asset directory: slides, images, videos or audio.
     pub asset_type: AssetType,
-    /// File name, optionally nested (`chapter-1/diagram.png`); each segment must be safe.
+    /// File name, optionally nested (`chapter-1/diagram.png`).
     pub filename: String,
     /// The file bytes, standard base64.
     #[serde(default)]
     pub binary_data: Option<String>,
-    /// Not supported (the predecessor's presigned upload): send `binary_data`.
+    /// Unsupported (presigned upload): send binary_data.
     #[serde(default, deserialize_with = "lax_opt_u64")]
     pub file_size: Option<u64>,
+    /// Idempotency key (max 64 chars) for safe retries.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// `get_asset` arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetAssetArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Asset directory.
@@ -306,7 +323,7 @@ pub struct GetAssetArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListAssetsArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Only this asset directory (default: all four).
@@ -318,13 +335,16 @@ pub struct ListAssetsArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAssetArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Asset directory.
     pub asset_type: AssetType,
     /// File name (optionally nested).
     pub filename: String,
+    /// Idempotency key (max 64 chars) for safe retries.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// What `list_books` includes per book.
@@ -347,6 +367,7 @@ pub struct ListBooksArgs {
     pub include_structure: Option<IncludeStructure>,
     /// Only this book.
     #[serde(default)]
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
 }
@@ -355,16 +376,15 @@ pub struct ListBooksArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlobSearchArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
-    /// Glob over book-relative paths (`content/**/*.md`; with all_books the first segment is the
-    /// book id: `*/content/**/*.md`).
+    /// Glob over book-relative paths (`content/**/*.md`; all_books: `*/content/**/*.md`).
     pub pattern: String,
     /// Search every book.
     #[serde(default, deserialize_with = "lax_bool")]
     pub all_books: bool,
-    /// Also search this user's overlay (default: your own). Never another user's unless admin.
+    /// Also search this user's overlay (default: yours; others need admin).
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
@@ -374,7 +394,7 @@ pub struct GlobSearchArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrepSearchArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Regular expression (Rust `regex` syntax, case-sensitive; `(?i)` for case-insensitive).
@@ -386,7 +406,7 @@ pub struct GrepSearchArgs {
     #[serde(default, deserialize_with = "lax_opt_u64")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_results: Option<u64>,
-    /// Also search this user's overlay (default: your own). Never another user's unless admin.
+    /// Also search this user's overlay (default: yours; others need admin).
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
@@ -441,13 +461,13 @@ impl ArchiveScope {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetBookArchiveArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// content (default), assets or all.
     #[serde(default)]
     pub scope: ArchiveScope,
-    /// Merge this user's overlay over base (only your own user id unless admin).
+    /// Merge this user's overlay over base (yours unless admin).
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
@@ -460,7 +480,7 @@ pub struct GetBookArchiveArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateBookArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// Stop at the first error.
@@ -475,10 +495,10 @@ pub struct ValidateBookArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeltaBuildArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
-    /// ISO 8601 timestamp (`2025-01-01T00:00:00Z`); files written after it are returned.
+    /// ISO 8601 time (`2025-01-01T00:00:00Z`); files written after it.
     pub since: String,
     /// Include each changed file's content.
     #[serde(default, deserialize_with = "lax_bool")]
@@ -493,7 +513,7 @@ pub struct DeltaBuildArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBuildArgs {
-    /// Book identifier.
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// The manifest hash of the last build (64 hex); omitted → every file is listed.
@@ -514,6 +534,7 @@ pub struct QueryAuditLogArgs {
     pub operation: Option<String>,
     /// Only this book.
     #[serde(default)]
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
     /// Path pattern (`*` matches any characters), e.g. `content/01-Part/*`.
@@ -544,6 +565,7 @@ pub struct QueryAuditLogArgs {
 pub struct VerifyAuditChainArgs {
     /// Book of the file whose chain to check.
     #[serde(default)]
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
     /// Book-relative path of the file (requires book_id).

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 mod ops;
 pub mod output;
+mod replay;
 mod revise;
 pub mod schema;
 pub mod sign;

@@ -30,3 +30,8 @@ pub fn delta_files(count: usize) {
 pub fn overlay_read(elapsed: Duration) {
     metrics::histogram!("panaversityfs_overlay_latency_seconds").record(elapsed.as_secs_f64());
 }
+
+/// A retried call answered from its first outcome (see [`crate::replay`]).
+pub fn replayed() {
+    metrics::counter!("panaversityfs_requests_replayed_total").increment(1);
+}

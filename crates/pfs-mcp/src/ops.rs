@@ -8,9 +8,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
-use pfs::engine::{AssetStatus, Engine, JournalEntry, ListView, Source, WriteMode};
+use pfs::engine::{AssetStatus, Engine, JournalEntry, ListView, Source};
 use pfs::search::{GlobMatcher, GrepQuery, GrepResult, is_grep_candidate};
-use pfs::{Actor, BookId, BookPath, DirPrefix, Namespace, PfsError, UserId};
+use pfs::{Actor, BookId, BookPath, DirPrefix, Namespace, PfsError, RequestKey, UserId};
 use platform::Identity;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -52,6 +52,55 @@ fn mirror<T: DeserializeOwned>(v: &impl Serialize) -> Result<T, PfsError> {
 
 pub(crate) fn actor(id: &Identity) -> Result<Actor, PfsError> {
     Actor::new(id.agent_id())
+}
+
+/// `write_content`'s result for a write of `sha` (`prev`: the hash it replaced, `None` for a create).
+pub(crate) fn write_output(
+    book: &BookId,
+    path: &BookPath,
+    ns: &Namespace,
+    size: u64,
+    sha: String,
+    prev: Option<String>,
+) -> WriteContentOutput {
+    WriteContentOutput {
+        status: "success".into(),
+        mode: if prev.is_none() { "created" } else { "updated" }.into(),
+        storage_path: path.storage_key(book, ns),
+        path: path.as_str().to_string(),
+        file_size: size,
+        file_hash: sha,
+        prev_hash: prev,
+        namespace: namespace_name(ns).into(),
+        user_id: match ns {
+            Namespace::Base => None,
+            Namespace::Overlay(u) => Some(u.as_str().to_string()),
+        },
+        replayed: None,
+    }
+}
+
+/// A delete's result (`prev`: the deleted content's hash, `None` when nothing was there).
+pub(crate) fn delete_output(
+    book: &BookId,
+    path: &BookPath,
+    ns: &Namespace,
+    prev: Option<String>,
+) -> DeleteOutput {
+    DeleteOutput {
+        status: "success".into(),
+        storage_path: path.storage_key(book, ns),
+        path: path.as_str().to_string(),
+        existed: prev.is_some(),
+        message: if prev.is_some() {
+            "File deleted".into()
+        } else {
+            "File did not exist (idempotent delete)".into()
+        },
+        prev_hash: prev,
+        namespace: namespace_name(ns).into(),
+        replayed: None,
+    }
 }
 
 fn source_name(s: Source) -> &'static str {
@@ -131,7 +180,7 @@ pub(crate) fn parse_expected_hash(h: Option<&str>) -> Result<Option<String>, Pfs
 
 /// The asset path for `upload_asset`/`get_asset`/`delete_asset`: nested file names are allowed,
 /// each segment passes the security rules.
-fn asset_path(asset_type: AssetType, filename: &str) -> Result<BookPath, PfsError> {
+pub(crate) fn asset_path(asset_type: AssetType, filename: &str) -> Result<BookPath, PfsError> {
     BookPath::asset(asset_type.as_str(), filename)
 }
 
@@ -147,7 +196,7 @@ impl PfsTools {
         )
     }
 
-    fn asset_info(&self, e: &JournalEntry, binary: Option<String>) -> AssetInfo {
+    pub(crate) fn asset_info(&self, e: &JournalEntry, binary: Option<String>) -> AssetInfo {
         let mut segs = e.path.splitn(3, '/');
         let _static = segs.next();
         let asset_type = segs.next().unwrap_or_default().to_string();
@@ -317,6 +366,7 @@ impl PfsTools {
     pub(crate) async fn op_write_content(
         &self,
         id: Identity,
+        req: Option<RequestKey>,
         a: WriteContentArgs,
     ) -> Result<WriteContentOutput, PfsError> {
         let book = BookId::parse(&a.book_id)?;
@@ -335,7 +385,7 @@ impl PfsTools {
         let out = match self
             .engine()
             .write(
-                &actor(&id)?,
+                &actor(&id)?.with_request(req),
                 &book,
                 &path,
                 &ns,
@@ -347,61 +397,34 @@ impl PfsTools {
             Ok(o) => o,
             Err(e) => return Err(self.engine().with_conflict_diff(e, &book, &path, &ns).await),
         };
-        Ok(WriteContentOutput {
-            status: "success".into(),
-            mode: match out.mode {
-                WriteMode::Created => "created",
-                WriteMode::Updated => "updated",
-            }
-            .into(),
-            storage_path: path.storage_key(&book, &ns),
-            path: path.as_str().to_string(),
-            file_size: out.size,
-            file_hash: out.sha256,
-            prev_hash: out.prev_hash,
-            namespace: namespace_name(&ns).into(),
-            user_id: user.map(|u| u.as_str().to_string()),
-        })
+        Ok(write_output(
+            &book,
+            &path,
+            &ns,
+            out.size,
+            out.sha256,
+            out.prev_hash,
+        ))
     }
 
     pub(crate) async fn op_delete_content(
         &self,
         id: Identity,
+        req: Option<RequestKey>,
         a: DeleteContentArgs,
     ) -> Result<DeleteOutput, PfsError> {
-        let book = BookId::parse(&a.book_id)?;
-        let user = auth::overlay_user(&id, a.user_id.as_deref())?;
-        let path = BookPath::parse_content(&a.path)?;
-        let ns = Namespace::from_user(user);
-        self.delete_path(&id, &book, &path, &ns).await
-    }
-
-    async fn delete_path(
-        &self,
-        id: &Identity,
-        book: &BookId,
-        path: &BookPath,
-        ns: &Namespace,
-    ) -> Result<DeleteOutput, PfsError> {
-        let out = self.engine().delete(&actor(id)?, book, path, ns).await?;
-        Ok(DeleteOutput {
-            status: "success".into(),
-            storage_path: path.storage_key(book, ns),
-            path: path.as_str().to_string(),
-            existed: out.existed,
-            prev_hash: out.prev_hash,
-            message: if out.existed {
-                "File deleted".into()
-            } else {
-                "File did not exist (idempotent delete)".into()
-            },
-            namespace: namespace_name(ns).into(),
-        })
+        let (book, path, ns) = delete_content_target(&id, &a)?;
+        let out = self
+            .engine()
+            .delete(&actor(&id)?.with_request(req), &book, &path, &ns)
+            .await?;
+        Ok(delete_output(&book, &path, &ns, out.prev_hash))
     }
 
     pub(crate) async fn op_upload_asset(
         &self,
         id: Identity,
+        req: Option<RequestKey>,
         a: UploadAssetArgs,
     ) -> Result<UploadAssetOutput, PfsError> {
         let book = BookId::parse(&a.book_id)?;
@@ -443,7 +466,12 @@ impl PfsTools {
         }
         let out = self
             .engine()
-            .put_asset(&actor(&id)?, &book, &path, Bytes::from(bytes))
+            .put_asset(
+                &actor(&id)?.with_request(req),
+                &book,
+                &path,
+                Bytes::from(bytes),
+            )
             .await?;
         let entry = self
             .engine()
@@ -462,6 +490,7 @@ impl PfsTools {
             .into(),
             method: "direct".into(),
             asset: self.asset_info(&entry, None),
+            replayed: None,
         })
     }
 
@@ -529,11 +558,21 @@ impl PfsTools {
     pub(crate) async fn op_delete_asset(
         &self,
         id: Identity,
+        req: Option<RequestKey>,
         a: DeleteAssetArgs,
     ) -> Result<DeleteOutput, PfsError> {
         let book = BookId::parse(&a.book_id)?;
         let path = asset_path(a.asset_type, &a.filename)?;
-        self.delete_path(&id, &book, &path, &Namespace::Base).await
+        let out = self
+            .engine()
+            .delete(
+                &actor(&id)?.with_request(req),
+                &book,
+                &path,
+                &Namespace::Base,
+            )
+            .await?;
+        Ok(delete_output(&book, &path, &Namespace::Base, out.prev_hash))
     }
 
     pub(crate) async fn op_list_books(
@@ -1049,6 +1088,17 @@ fn asset_tree(entries: &[JournalEntry]) -> AssetTree {
         list.push(file.to_string());
     }
     t
+}
+
+/// The file a `delete_content` call names.
+pub(crate) fn delete_content_target(
+    id: &Identity,
+    a: &DeleteContentArgs,
+) -> Result<(BookId, BookPath, Namespace), PfsError> {
+    let book = BookId::parse(&a.book_id)?;
+    let user = auth::overlay_user(id, a.user_id.as_deref())?;
+    let path = BookPath::parse_content(&a.path)?;
+    Ok((book, path, Namespace::from_user(user)))
 }
 
 pub(crate) fn missing_book(book: &BookId) -> PfsError {

@@ -100,6 +100,11 @@ pub struct WriteContentOutput {
     /// The overlay owner (overlay writes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// `true`: a retry of an earlier call with this request_id, answered without writing (not in
+    /// the advertised schemas, to keep `tools/list` small; the tool descriptions say it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub replayed: Option<bool>,
 }
 
 /// `edit_content` result.
@@ -123,6 +128,9 @@ pub struct EditContentOutput {
     /// `base` or `overlay`.
     #[schemars(extend("enum" = ["base", "overlay"]))]
     pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub replayed: Option<bool>,
 }
 
 /// `move_content` result.
@@ -139,6 +147,9 @@ pub struct MoveContentOutput {
     /// `base` or `overlay`.
     #[schemars(extend("enum" = ["base", "overlay"]))]
     pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub replayed: Option<bool>,
 }
 
 /// One version in `list_versions`.
@@ -191,6 +202,9 @@ pub struct DeleteOutput {
     /// `base` or `overlay`.
     #[schemars(extend("enum" = ["base", "overlay"]))]
     pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub replayed: Option<bool>,
 }
 
 /// Asset metadata (`get_asset`, `list_assets`, `upload_asset`).
@@ -228,6 +242,9 @@ pub struct UploadAssetOutput {
     /// The stored asset.
     #[serde(flatten)]
     pub asset: AssetInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub replayed: Option<bool>,
 }
 
 /// `list_assets` result.
@@ -544,6 +561,9 @@ pub struct AuditRowOut {
     /// Hash over this row's fields and `prev_row_hash`.
     pub row_hash: String,
     pub prev_row_hash: String,
+    /// The request_id of the call that made the change, if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `query_audit_log` result.

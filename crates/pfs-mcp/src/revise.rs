@@ -4,7 +4,7 @@
 
 use pfs::edit::TextEdit;
 use pfs::engine::WriteMode;
-use pfs::{BookId, BookPath, Namespace, PfsError};
+use pfs::{BookId, BookPath, Namespace, PfsError, RequestKey};
 use platform::Identity;
 
 use crate::args::*;
@@ -18,7 +18,7 @@ const DEFAULT_VERSIONS_PAGE: u64 = 20;
 const MAX_VERSIONS_PAGE: u64 = 100;
 
 /// A required `expected_hash`, normalized like `write_content`'s.
-fn required_hash(h: &str) -> Result<String, PfsError> {
+pub(crate) fn required_hash(h: &str) -> Result<String, PfsError> {
     parse_expected_hash(Some(h))?
         .ok_or_else(|| PfsError::InvalidInput("expected_hash is required".into()))
 }
@@ -27,6 +27,7 @@ impl PfsTools {
     pub(crate) async fn op_edit_content(
         &self,
         id: Identity,
+        req: Option<RequestKey>,
         a: EditContentArgs,
     ) -> Result<EditContentOutput, PfsError> {
         let book = BookId::parse(&a.book_id)?;
@@ -45,7 +46,14 @@ impl PfsTools {
         let ns = Namespace::from_user(user);
         let out = match self
             .engine()
-            .edit(&actor(&id)?, &book, &path, &ns, &expected, &edits)
+            .edit(
+                &actor(&id)?.with_request(req),
+                &book,
+                &path,
+                &ns,
+                &expected,
+                &edits,
+            )
             .await
         {
             Ok(o) => o,
@@ -65,12 +73,14 @@ impl PfsTools {
             replacements: out.replacements,
             diff: out.diff,
             namespace: namespace_name(&ns).into(),
+            replayed: None,
         })
     }
 
     pub(crate) async fn op_move_content(
         &self,
         id: Identity,
+        req: Option<RequestKey>,
         a: MoveContentArgs,
     ) -> Result<MoveContentOutput, PfsError> {
         let book = BookId::parse(&a.book_id)?;
@@ -81,7 +91,14 @@ impl PfsTools {
         let ns = Namespace::from_user(user);
         let out = match self
             .engine()
-            .move_file(&actor(&id)?, &book, &from, &to, &ns, &expected)
+            .move_file(
+                &actor(&id)?.with_request(req),
+                &book,
+                &from,
+                &to,
+                &ns,
+                &expected,
+            )
             .await
         {
             Ok(o) => o,
@@ -97,6 +114,7 @@ impl PfsTools {
             file_hash: out.sha256,
             version: out.version,
             namespace: namespace_name(&ns).into(),
+            replayed: None,
         })
     }
 

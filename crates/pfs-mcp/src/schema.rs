@@ -268,8 +268,8 @@ fn rewrite(node: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
     Value::Object(out)
 }
 
-/// Put the referring node's description on the resolved schema. For an enum whose values the
-/// description does not all name, the values are listed after it.
+/// Put the referring node's description on the resolved schema (an enum's values stay in its
+/// `enum`, which every provider reads).
 fn merge_description(outer: &JsonObject, resolved: &mut Value) {
     let (Some(d), Some(o)) = (
         outer.get("description").and_then(Value::as_str),
@@ -277,17 +277,7 @@ fn merge_description(outer: &JsonObject, resolved: &mut Value) {
     ) else {
         return;
     };
-    let values: Vec<&str> = o
-        .get("enum")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let text = if values.iter().all(|v| d.contains(v)) {
-        d.to_string()
-    } else {
-        format!("{d} One of: {}.", values.join(", "))
-    };
-    o.insert("description".into(), json!(text));
+    o.insert("description".into(), json!(d));
 }
 
 /// `["string", "null"]` → `"string"`; `"integer"` stays; anything else is dropped.
@@ -513,7 +503,7 @@ mod tests {
                     "limit": {"type": "integer", "minimum": 1,
                               "description": "Page size. (default: 100)"},
                     "scope": {"type": "string", "enum": ["file", "book"],
-                              "description": "How much. One of: file, book."}
+                              "description": "How much."}
                 },
                 "required": ["book_id"]
             })

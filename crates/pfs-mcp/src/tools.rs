@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use pfs::PfsError;
+use pfs::audit::AuditRow;
+use pfs::{PfsError, RequestKey};
 use platform::Identity;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
@@ -21,6 +22,7 @@ use serde_json::Value;
 use crate::args::*;
 use crate::auth::{self, Need};
 use crate::output::*;
+use crate::replay;
 use crate::state::PfsMcpState;
 
 /// The PanaversityFS MCP server: every book-store tool. Cheap to clone (one per HTTP request).
@@ -105,6 +107,55 @@ impl PfsTools {
     }
 }
 
+impl PfsTools {
+    /// The envelope of a mutating tool: [`PfsTools::call`] plus idempotent retries (see
+    /// [`crate::replay`]): a call naming a `request_id` whose change already committed is
+    /// answered by `replay` from that change's audit rows instead of running `op` again.
+    async fn call_mut<A, O, F, Fut, R, RFut>(
+        &self,
+        tool: &'static str,
+        args: JsonObject,
+        ctx: &RequestContext<RoleServer>,
+        op: F,
+        replay: R,
+    ) -> CallToolResult
+    where
+        A: DeserializeOwned,
+        O: Serialize,
+        F: FnOnce(Identity, Option<RequestKey>, A) -> Fut,
+        Fut: Future<Output = Result<O, PfsError>>,
+        R: FnOnce(Identity, A, Vec<AuditRow>) -> RFut,
+        RFut: Future<Output = Result<O, PfsError>>,
+    {
+        let started = Instant::now();
+        let res = async {
+            let id = auth::caller(ctx, self.state.config.stdio_identity.as_ref())?;
+            auth::require(&id, Need::Write)?;
+            let mut flat = flatten_args(args)?;
+            let Some(key) = replay::request_key(tool, &mut flat)? else {
+                return to_value(op(id, None, decode_flat(flat)?).await?);
+            };
+            if let Some(rows) = self.request_rows(&id, &key).await? {
+                return to_value(replay(id, decode_flat(flat)?, rows).await?);
+            }
+            let a: A = decode_flat(flat.clone())?;
+            match op(id.clone(), Some(key.clone()), a).await {
+                Ok(o) => to_value(o),
+                // A copy of this very call may have committed first.
+                Err(e) if replay::may_have_lost_to_itself(&e) => {
+                    match self.request_rows(&id, &key).await? {
+                        Some(rows) => to_value(replay(id, decode_flat(flat)?, rows).await?),
+                        None => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .await;
+        tool_result(tool, started, res)
+    }
+}
+
 #[tool_router]
 impl PfsTools {
     #[tool(
@@ -137,9 +188,13 @@ impl PfsTools {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("write_content", Need::Write, args, &ctx, |id, a| {
-            self.op_write_content(id, a)
-        })
+        self.call_mut(
+            "write_content",
+            args,
+            &ctx,
+            |id, req, a| self.op_write_content(id, req, a),
+            |_, a, rows| self.replay_write(a, rows),
+        )
         .await
     }
 
@@ -155,15 +210,19 @@ impl PfsTools {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("edit_content", Need::Write, args, &ctx, |id, a| {
-            self.op_edit_content(id, a)
-        })
+        self.call_mut(
+            "edit_content",
+            args,
+            &ctx,
+            |id, req, a| self.op_edit_content(id, req, a),
+            |_, a, rows| self.replay_edit(a, rows),
+        )
         .await
     }
 
     #[tool(
         name = "move_content",
-        description = "Rename a content file atomically (to_path must not exist: ALREADY_EXISTS). expected_hash = its current hash. History moves with it (list_versions on to_path).",
+        description = "Rename a content file atomically (expected_hash: its current hash); to_path must not exist (ALREADY_EXISTS). History moves with it.",
         input_schema = input_schema::<MoveContentArgs>(),
         output_schema = output_schema::<MoveContentOutput>(),
         annotations(title = "Move Content", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
@@ -173,9 +232,13 @@ impl PfsTools {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("move_content", Need::Write, args, &ctx, |id, a| {
-            self.op_move_content(id, a)
-        })
+        self.call_mut(
+            "move_content",
+            args,
+            &ctx,
+            |id, req, a| self.op_move_content(id, req, a),
+            |_, a, rows| self.replay_move(a, rows),
+        )
         .await
     }
 
@@ -209,9 +272,13 @@ impl PfsTools {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("delete_content", Need::Write, args, &ctx, |id, a| {
-            self.op_delete_content(id, a)
-        })
+        self.call_mut(
+            "delete_content",
+            args,
+            &ctx,
+            |id, req, a| self.op_delete_content(id, req, a),
+            |id, a, rows| self.replay_delete_content(id, a, rows),
+        )
         .await
     }
 
@@ -227,9 +294,13 @@ impl PfsTools {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("upload_asset", Need::Write, args, &ctx, |id, a| {
-            self.op_upload_asset(id, a)
-        })
+        self.call_mut(
+            "upload_asset",
+            args,
+            &ctx,
+            |id, req, a| self.op_upload_asset(id, req, a),
+            |_, a, rows| self.replay_upload(a, rows),
+        )
         .await
     }
 
@@ -277,9 +348,13 @@ impl PfsTools {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("delete_asset", Need::Write, args, &ctx, |id, a| {
-            self.op_delete_asset(id, a)
-        })
+        self.call_mut(
+            "delete_asset",
+            args,
+            &ctx,
+            |id, req, a| self.op_delete_asset(id, req, a),
+            |_, a, rows| self.replay_delete_asset(a, rows),
+        )
         .await
     }
 

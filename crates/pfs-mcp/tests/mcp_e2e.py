@@ -329,8 +329,15 @@ async def main():
         mv = await alice.ok("move_content", {"book_id": BOOK, "from_path": page, "to_path": moved,
                                              "expected_hash": ed["file_hash"]})
         check(mv["to_path"] == moved, "move_content")
+        retry = {"book_id": BOOK, "path": moved, "content": "retried\n", "expected_hash": ed["file_hash"],
+                 "request_id": "py-retry-1"}
+        r1 = await alice.ok("write_content", retry)
+        r2 = await alice.ok("write_content", retry)
+        check(r2.get("replayed") is True and r2["file_hash"] == r1["file_hash"], f"replayed retry: {r2}")
+        await alice.err("write_content", {**retry, "content": "other\n"}, "REQUEST_ID_REUSED")
         lv = await alice.ok("list_versions", {"book_id": BOOK, "path": moved})
-        check([v["operation"] for v in lv["versions"]] == ["move_content", "write_content", "write_content"],
+        check([v["operation"] for v in lv["versions"]] == ["write_content", "move_content", "write_content",
+                                                         "write_content"],
               f"history follows the move: {lv}")
 
         # --- audit

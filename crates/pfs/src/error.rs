@@ -15,6 +15,7 @@ pub enum ErrorCode {
     AlreadyExists,
     EditNoMatch,
     EditAmbiguous,
+    RequestIdReused,
     InvalidInput,
     PayloadTooLarge,
     Unauthorized,
@@ -34,6 +35,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "ALREADY_EXISTS",
             ErrorCode::EditNoMatch => "EDIT_NO_MATCH",
             ErrorCode::EditAmbiguous => "EDIT_AMBIGUOUS",
+            ErrorCode::RequestIdReused => "REQUEST_ID_REUSED",
             ErrorCode::InvalidInput => "INVALID_INPUT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
@@ -106,6 +108,11 @@ pub enum PfsError {
         /// 1-based line numbers where the matches start (the first few).
         lines: Vec<usize>,
     },
+    /// A client request id already names a different call (another tool or other arguments).
+    #[error(
+        "request_id {request_id:?} was already used for a different call; a new call needs a new request_id (a retry must repeat the call exactly)"
+    )]
+    RequestIdReused { request_id: String },
     #[error("{0}")]
     InvalidInput(String),
     #[error("payload too large: {what} is {size} bytes, the limit is {limit} bytes")]
@@ -136,6 +143,7 @@ impl PfsError {
             PfsError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             PfsError::EditNoMatch { .. } => ErrorCode::EditNoMatch,
             PfsError::EditAmbiguous { .. } => ErrorCode::EditAmbiguous,
+            PfsError::RequestIdReused { .. } => ErrorCode::RequestIdReused,
             PfsError::InvalidInput(_) => ErrorCode::InvalidInput,
             PfsError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             PfsError::Unauthorized(_) => ErrorCode::Unauthorized,
@@ -208,6 +216,9 @@ impl PfsError {
             | PfsError::AlreadyExists { path, current } => {
                 err.insert("path".into(), json!(path));
                 err.insert("current_hash".into(), json!(current));
+            }
+            PfsError::RequestIdReused { request_id } => {
+                err.insert("request_id".into(), json!(request_id));
             }
             PfsError::EditNoMatch { path, edit, .. } => {
                 err.insert("path".into(), json!(path));

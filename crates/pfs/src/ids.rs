@@ -184,6 +184,43 @@ impl rusqlite::ToSql for Sha256 {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Actor {
     agent_id: String,
+    request: Option<RequestKey>,
+}
+
+/// A client-chosen request id (at most 64 printable characters) and a hash of the call it names
+/// (tool and arguments): recorded on the audit rows of the change it makes, so a retry of the
+/// same call is answered from them instead of writing again (see `pfs_mcp`'s replay).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RequestKey {
+    id: String,
+    call_hash: String,
+}
+
+impl RequestKey {
+    /// Longest request id.
+    pub const MAX_LEN: usize = 64;
+
+    /// Check a request id and pair it with the hash of the call.
+    pub fn new(id: &str, call_hash: String) -> Result<RequestKey, PfsError> {
+        if id.is_empty() || id.len() > Self::MAX_LEN || id.chars().any(|c| c.is_control()) {
+            return Err(PfsError::InvalidInput(format!(
+                "request_id must be 1 to {} characters without control characters (a UUID is ideal)",
+                Self::MAX_LEN
+            )));
+        }
+        Ok(RequestKey {
+            id: id.to_string(),
+            call_hash,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn call_hash(&self) -> &str {
+        &self.call_hash
+    }
 }
 
 impl Actor {
@@ -205,7 +242,20 @@ impl Actor {
                 "agent id must be at most 255 characters without control characters".into(),
             ));
         }
-        Ok(Actor { agent_id })
+        Ok(Actor {
+            agent_id,
+            request: None,
+        })
+    }
+
+    /// The same caller acting for the client request `request` (its audit rows carry it).
+    pub fn with_request(self, request: Option<RequestKey>) -> Actor {
+        Actor { request, ..self }
+    }
+
+    /// The client request this change is made for, if the client named one.
+    pub fn request(&self) -> Option<&RequestKey> {
+        self.request.as_ref()
     }
 
     /// The caller id recorded in audit rows.

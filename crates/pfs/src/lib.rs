@@ -31,7 +31,7 @@ pub use engine::{
     WriteOutcome,
 };
 pub use error::{ErrorCode, PfsError, Result};
-pub use ids::{BASE_USER, BookId, Namespace, UserId};
+pub use ids::{BASE_USER, BookId, Namespace, RequestKey, UserId};
 pub use path::{Area, BookPath, DirPrefix};
 pub use schema::Profile;
 pub use storage::{Storage, StorageConfig};

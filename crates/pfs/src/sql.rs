@@ -7,7 +7,8 @@
 macro_rules! audit_log_insert {
     () => {
         "INSERT INTO audit_log (seq, shard, ts, agent_id, operation, book_id, path, user_id, \
-         prev_hash, new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash) "
+         prev_hash, new_hash, status, error_message, execution_time_ms, row_hash, prev_row_hash, \
+         request_id, request_hash) "
     };
 }
 

@@ -430,14 +430,17 @@ enum Hook {
     Unavailable,
     /// Answer a STORAGE_UNAVAILABLE tool error without forwarding.
     StorageUnavailable,
+    /// Forward, let the server do the work, then answer HTTP 503 (the reply is lost).
+    LoseReply,
 }
 
 async fn proxy_handler(State(p): State<Arc<Proxy>>, headers: HeaderMap, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    match (p.hook)(&p, &req) {
+    let hook = (p.hook)(&p, &req);
+    match &hook {
         Some(Hook::Kill(pid)) => {
             // SAFETY: kill(2) on the pid of a server this test spawned.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         Some(Hook::ConcurrentWrite { path, expected }) => {
@@ -470,7 +473,7 @@ async fn proxy_handler(State(p): State<Arc<Proxy>>, headers: HeaderMap, body: By
                 "isError": true, "content": [{"type": "text", "text": text.to_string()}]}}))
             .into_response();
         }
-        None => {}
+        Some(Hook::LoseReply) | None => {}
     }
     let mut fwd = p.http.post(&p.upstream).body(body);
     for (k, v) in &headers {
@@ -479,6 +482,11 @@ async fn proxy_handler(State(p): State<Arc<Proxy>>, headers: HeaderMap, body: By
         }
     }
     match fwd.send().await {
+        Ok(r) if matches!(hook, Some(Hook::LoseReply)) => {
+            // The server finished the call; the client never hears of it.
+            let _ = r.bytes().await;
+            (StatusCode::SERVICE_UNAVAILABLE, "reply lost").into_response()
+        }
         Ok(r) => {
             let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
             let ctype = r
@@ -761,6 +769,65 @@ async fn transient_failures_are_retried() {
         )
         .await;
     assert_ne!(o.code(), 0, "{o:?}");
+    server.stop().await;
+}
+
+/// Every change of an ingest carries a request id shared by its retries, so a change whose reply
+/// was lost after it committed is retried without a second write and without a CONFLICT with
+/// itself (without request ids the retries met a CONFLICT naming their own hash and the run
+/// reported the four updates as "unchanged").
+#[tokio::test]
+async fn ingest_retries_of_changes_whose_reply_was_lost_do_not_write_twice() {
+    let t = TempData::new();
+    let p = Paths::new(&t);
+    for i in 1..=4 {
+        write(
+            &p.docs,
+            &format!("01-Part/01-Chapter/0{i}-lesson.md"),
+            format!("# Lesson {i}\n").as_bytes(),
+        );
+    }
+    let server = pipeline_server(&p.data, None).await;
+    ok_json(&p.ingest(&server.base, &[]).await);
+    for i in 1..=4 {
+        write(
+            &p.docs,
+            &format!("01-Part/01-Chapter/0{i}-lesson.md"),
+            format!("# Lesson {i}, revised\n").as_bytes(),
+        );
+    }
+    // The first attempt of every write is carried out, but its reply is lost.
+    let proxy = start_proxy(&server.base, |_, req| {
+        let args = &req["params"]["arguments"];
+        let first = |seen: &std::sync::Mutex<std::collections::HashSet<String>>| {
+            seen.lock()
+                .is_ok_and(|mut s| s.insert(args["path"].to_string()))
+        };
+        static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+            std::sync::OnceLock::new();
+        (req["params"]["name"] == json!("write_content")
+            && first(SEEN.get_or_init(Default::default)))
+        .then_some(Hook::LoseReply)
+    })
+    .await;
+    let i = ok_json(&p.ingest(&proxy, &["--concurrency", "2"]).await);
+    assert_eq!(
+        counts(&i, &["updated", "failed", "conflicts"]),
+        [4, 0, 0],
+        "{i}"
+    );
+    // One update per file: one audit row each, every row tagged with its call's request id.
+    let log = cli_ok(
+        &p.data,
+        &[],
+        &["fs", "audit", "query", "--book-id", BOOK, "--json"],
+    )
+    .await
+    .json();
+    let rows = log["rows"].as_array().unwrap();
+    let updates = rows.iter().filter(|r| r["prev_hash"].is_string()).count();
+    assert_eq!(updates, 4, "{log}");
+    assert!(rows.iter().all(|r| r["request_id"].is_string()), "{log}");
     server.stop().await;
 }
 

@@ -5,6 +5,7 @@
 mod jsonrpc;
 mod platform_auth;
 mod python_e2e;
+mod retries;
 mod revise;
 mod stdio;
 mod support;

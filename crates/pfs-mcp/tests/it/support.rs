@@ -27,7 +27,8 @@ pub struct TestServer {
     pub engine: Engine,
     pub state: PfsMcpState,
     pub kind: DbKind,
-    _db: TestDb,
+    db: Arc<TestDb>,
+    storage: Storage,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -76,7 +77,29 @@ pub async fn start(db: TestDb) -> TestServer {
 /// instead of the header-based test identity.
 pub async fn start_with(db: TestDb, auth: Option<Arc<Authenticator>>) -> TestServer {
     let storage = Storage::new(&StorageConfig::Memory).expect("memory storage");
-    let engine = Engine::open(db.connect().await, storage, EngineConfig::default())
+    start_on(Arc::new(db), storage, auth, EngineConfig::default()).await
+}
+
+/// A second server instance on the same database and storage as `of` (its own engine and
+/// port), like a replica behind a load balancer.
+pub async fn start_replica(of: &TestServer) -> TestServer {
+    start_on(
+        of.db.clone(),
+        of.storage.clone(),
+        None,
+        EngineConfig::default(),
+    )
+    .await
+}
+
+/// Start the router over `db` with engine settings `cfg` (e.g. fault hooks).
+pub async fn start_on(
+    db: Arc<TestDb>,
+    storage: Storage,
+    auth: Option<Arc<Authenticator>>,
+    cfg: EngineConfig,
+) -> TestServer {
+    let engine = Engine::open(db.connect().await, storage.clone(), cfg)
         .await
         .expect("engine");
     engine
@@ -107,7 +130,8 @@ pub async fn start_with(db: TestDb, auth: Option<Arc<Authenticator>>) -> TestSer
         engine,
         state,
         kind: db.kind,
-        _db: db,
+        db,
+        storage,
         _task: task,
     }
 }

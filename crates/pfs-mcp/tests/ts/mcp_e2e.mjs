@@ -539,8 +539,19 @@ async function main() {
       await alice.err("move_content", {
         book_id: BOOK, from_path: moved, to_path: lesson, expected_hash: ed.file_hash,
       }, "ALREADY_EXISTS");
-      const hist = await alice.ok("list_versions", { book_id: BOOK, path: moved });
-      check(hist.versions.map((v) => v.operation).join() === "move_content,write_content,write_content",
+      // A retry with the same request_id answers the first outcome without writing again.
+      const retry = { book_id: BOOK, path: moved, content: "retried\n", expected_hash: ed.file_hash,
+        request_id: "ts-retry-1" };
+      const r1 = await alice.ok("write_content", retry);
+      const r2 = await alice.ok("write_content", retry);
+      check(r2.replayed === true && r2.file_hash === r1.file_hash, `replayed retry: ${JSON.stringify(r2)}`);
+      await alice.err("write_content", { ...retry, content: "other\n" }, "REQUEST_ID_REUSED");
+      const back = await alice.ok("write_content", {
+        book_id: BOOK, path: moved, content: "a\nB\nc\n", expected_hash: r1.file_hash,
+      });
+      check(back.file_hash === ed.file_hash, "content restored");
+      const hist = await alice.ok("list_versions", { book_id: BOOK, path: moved, limit: 3 });
+      check(hist.versions.slice(2).map((v) => v.operation).join() === "move_content",
         `history follows the move: ${JSON.stringify(hist)}`);
     });
 

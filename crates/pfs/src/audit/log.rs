@@ -72,7 +72,7 @@ pub fn glob_to_like(glob: &str) -> String {
 }
 
 const SELECT_ROW: &str = "SELECT seq, shard, ts, agent_id, operation, book_id, path, user_id, prev_hash, new_hash, status, \
-     error_message, execution_time_ms, row_hash, prev_row_hash FROM audit_log";
+     error_message, execution_time_ms, row_hash, prev_row_hash, request_id, request_hash FROM audit_log";
 
 fn decode_row(r: &sqlx::any::AnyRow) -> Result<AuditRow> {
     let g = db_err("decode audit row");
@@ -92,6 +92,8 @@ fn decode_row(r: &sqlx::any::AnyRow) -> Result<AuditRow> {
         execution_time_ms: r.try_get("execution_time_ms").map_err(&g)?,
         row_hash: r.try_get("row_hash").map_err(&g)?,
         prev_row_hash: r.try_get("prev_row_hash").map_err(&g)?,
+        request_id: r.try_get("request_id").map_err(&g)?,
+        request_hash: r.try_get("request_hash").map_err(&g)?,
     })
 }
 
@@ -104,6 +106,21 @@ impl AuditLog {
     /// The audit log of `db`.
     pub fn new(db: Db) -> AuditLog {
         AuditLog { db }
+    }
+
+    /// The successful rows `agent_id`'s call with client request id `request_id` left, oldest
+    /// first (empty: no change was made for it). They were written in the transaction of the
+    /// change, so they exist exactly when the change committed.
+    pub async fn request_rows(&self, agent_id: &str, request_id: &str) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_ROW} WHERE agent_id = $1 AND request_id = $2 AND status = 'success' ORDER BY seq"
+        )))
+        .bind(agent_id)
+        .bind(request_id)
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(db_err("look up a request's audit rows"))?;
+        rows.iter().map(decode_row).collect()
     }
 
     /// Rows matching `q`, newest first, paginated by `seq`.
@@ -214,6 +231,7 @@ impl AuditLog {
                 status,
                 error_message,
                 execution_time_ms,
+                request: None,
             },
         )
         .await?;

@@ -41,7 +41,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::db::{db_err, from_micros, like_escape, now_micros, to_micros};
 use crate::error::{PfsError, Result};
-use crate::ids::Actor;
+use crate::ids::{Actor, RequestKey};
 use platform::db::Db;
 
 /// Number of independent row chains (see the module docs). Changing it needs a migration.
@@ -97,6 +97,8 @@ pub(crate) struct NewAuditRow<'a> {
     pub status: &'a str,
     pub error_message: Option<&'a str>,
     pub execution_time_ms: Option<i64>,
+    /// The client request the change was made for (idempotent retries), if any.
+    pub request: Option<&'a RequestKey>,
 }
 
 impl NewAuditRow<'_> {
@@ -116,6 +118,7 @@ impl NewAuditRow<'_> {
             self.status,
             self.error_message,
             self.execution_time_ms,
+            self.request.map(|r| (r.id(), r.call_hash())),
             prev_row_hash,
         )
     }
@@ -128,26 +131,30 @@ impl NewAuditRow<'_> {
 /// result is byte-identical to [`compute_row_hash`]'s input (compact JSON; a bigint prints the
 /// same in both; a row hash is lowercase hex, which needs no escaping).
 pub(crate) fn row_hash_middle(row: &NewAuditRow<'_>, shard: i64, ts_micros: i64) -> String {
-    let v = serde_json::json!([
-        shard,
-        ts_micros,
-        row.agent_id,
-        row.operation,
-        row.book_id,
-        row.path,
-        row.user_id,
-        row.prev_hash,
-        row.new_hash,
-        row.status,
-        row.error_message,
-        row.execution_time_ms
-    ])
-    .to_string();
+    let mut fields = vec![
+        serde_json::json!(shard),
+        serde_json::json!(ts_micros),
+        serde_json::json!(row.agent_id),
+        serde_json::json!(row.operation),
+        serde_json::json!(row.book_id),
+        serde_json::json!(row.path),
+        serde_json::json!(row.user_id),
+        serde_json::json!(row.prev_hash),
+        serde_json::json!(row.new_hash),
+        serde_json::json!(row.status),
+        serde_json::json!(row.error_message),
+        serde_json::json!(row.execution_time_ms),
+    ];
+    if let Some(r) = row.request {
+        fields.push(serde_json::json!(r.id()));
+        fields.push(serde_json::json!(r.call_hash()));
+    }
+    let v = serde_json::Value::Array(fields).to_string();
     // Compact JSON of an array: "[" + elements + "]".
     v[1..v.len() - 1].to_string()
 }
 
-/// Bind `$1…$15` of [`SQL_INSERT_ROW`] (the same order starts [`SQL_APPEND_AND_ENQUEUE_PG`]).
+/// Bind `$1…$17` of [`SQL_INSERT_ROW`] (the same order starts [`SQL_APPEND_AND_ENQUEUE_PG`]).
 fn bind_row<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     row: &NewAuditRow<'q>,
@@ -172,6 +179,8 @@ fn bind_row<'q>(
         .bind(row.execution_time_ms)
         .bind(row_hash)
         .bind(prev_row_hash)
+        .bind(row.request.map(RequestKey::id))
+        .bind(row.request.map(RequestKey::call_hash))
 }
 
 /// A stored audit row.
@@ -193,6 +202,12 @@ pub struct AuditRow {
     pub execution_time_ms: Option<i64>,
     pub row_hash: String,
     pub prev_row_hash: String,
+    /// The client request id of the call that made this change, when it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Hash of that call's tool and arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
 }
 
 /// The row hash over a row's fields and its predecessor's hash.
@@ -211,25 +226,33 @@ fn compute_row_hash(
     status: &str,
     error_message: Option<&str>,
     execution_time_ms: Option<i64>,
+    request: Option<(&str, &str)>,
     prev_row_hash: &str,
 ) -> String {
-    let v = serde_json::json!([
-        seq,
-        shard,
-        ts_micros,
-        agent_id,
-        operation,
-        book_id,
-        path,
-        user_id,
-        prev_hash,
-        new_hash,
-        status,
-        error_message,
-        execution_time_ms,
-        prev_row_hash
-    ]);
-    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+    let mut fields = vec![
+        serde_json::json!(seq),
+        serde_json::json!(shard),
+        serde_json::json!(ts_micros),
+        serde_json::json!(agent_id),
+        serde_json::json!(operation),
+        serde_json::json!(book_id),
+        serde_json::json!(path),
+        serde_json::json!(user_id),
+        serde_json::json!(prev_hash),
+        serde_json::json!(new_hash),
+        serde_json::json!(status),
+        serde_json::json!(error_message),
+        serde_json::json!(execution_time_ms),
+    ];
+    // Rows made for a named client request also cover it (older rows hash as before).
+    if let Some((id, call_hash)) = request {
+        fields.push(serde_json::json!(id));
+        fields.push(serde_json::json!(call_hash));
+    }
+    fields.push(serde_json::json!(prev_row_hash));
+    hex::encode(Sha256::digest(
+        serde_json::Value::Array(fields).to_string().as_bytes(),
+    ))
 }
 
 impl AuditRow {
@@ -248,6 +271,7 @@ impl AuditRow {
             &self.status,
             self.error_message.as_deref(),
             self.execution_time_ms,
+            self.request_id.as_deref().zip(self.request_hash.as_deref()),
             &self.prev_row_hash,
         )
     }
@@ -260,24 +284,24 @@ pub(crate) const SQL_LOCK_SHARD: &str =
 pub(crate) const SQL_NEXT_SEQ_SQLITE: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log";
 pub(crate) const SQL_INSERT_ROW: &str = concat!(
     audit_log_insert!(),
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
 );
 pub(crate) const SQL_SET_HEAD: &str = "UPDATE audit_head SET row_hash = $1 WHERE shard = $2";
 
-/// PostgreSQL: the audit row, the head update, the book generation bump (when `$16`), the copy
-/// of a blob written without fsync (when `$17` is not NULL; its sha256 is the row's new hash)
+/// PostgreSQL: the audit row, the head update, the book generation bump (when `$18`), the copy
+/// of a blob written without fsync (when `$19` is not NULL; its sha256 is the row's new hash)
 /// and the pending materialization (ticket = seq) in one statement (data-modifying CTEs always
 /// run to completion, in this transaction).
 const SQL_APPEND_AND_ENQUEUE_PG: &str = concat!(
     "WITH a AS (",
     audit_log_insert!(),
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)), \
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)), \
      h AS (UPDATE audit_head SET row_hash = $14 WHERE shard = $2), \
      g AS (",
     generation_insert!(),
-    "SELECT $6, $2, 1 WHERE $16 ",
+    "SELECT $6, $2, 1 WHERE $18 ",
     generation_bump_on_conflict!(),
-    "), b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $10, $17 WHERE $17 IS NOT NULL \
+    "), b AS (INSERT INTO unsynced_blobs (sha256, data) SELECT $10, $19 WHERE $19 IS NOT NULL \
      ON CONFLICT (sha256) DO NOTHING) ",
     pending_insert!(),
     "VALUES ($6, $7, $8, $1) ",
@@ -363,6 +387,8 @@ pub(crate) fn append_sync(
             &row.execution_time_ms,
             &row_hash,
             &prev_row_hash,
+            &row.request.map(RequestKey::id),
+            &row.request.map(RequestKey::call_hash),
         ],
     )?
     .raw_execute()?;
@@ -501,11 +527,27 @@ mod tests {
             status: STATUS_SUCCESS,
             error_message: None,
             execution_time_ms: Some(3),
+            request: None,
         };
         let (seq, shard, ts, prev) = (9_007_199_254_740_993_i64, 17, -5, GENESIS_HASH);
         let json = format!("[{seq},{},\"{prev}\"]", row_hash_middle(&row, shard, ts));
         assert_eq!(
             hex::encode(Sha256::digest(json.as_bytes())),
+            row.hash_at(seq, shard, ts, prev)
+        );
+        // A row made for a client request covers it, in both forms.
+        let key = RequestKey::new("req-\"1\"", "c".repeat(64)).unwrap();
+        let tagged = NewAuditRow {
+            request: Some(&key),
+            ..row.clone()
+        };
+        let json = format!("[{seq},{},\"{prev}\"]", row_hash_middle(&tagged, shard, ts));
+        assert_eq!(
+            hex::encode(Sha256::digest(json.as_bytes())),
+            tagged.hash_at(seq, shard, ts, prev)
+        );
+        assert_ne!(
+            tagged.hash_at(seq, shard, ts, prev),
             row.hash_at(seq, shard, ts, prev)
         );
     }
@@ -526,6 +568,7 @@ mod tests {
             "success",
             None,
             Some(3),
+            None,
             GENESIS_HASH,
         );
         let b = compute_row_hash(
@@ -542,6 +585,7 @@ mod tests {
             "success",
             None,
             Some(4),
+            None,
             GENESIS_HASH,
         );
         let c = compute_row_hash(
@@ -558,6 +602,7 @@ mod tests {
             "success",
             None,
             Some(3),
+            None,
             GENESIS_HASH,
         );
         assert_ne!(a, b);

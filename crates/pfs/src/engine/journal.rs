@@ -57,6 +57,8 @@ pub(super) struct WriteIntent {
     /// `None`: create; `Some(h)`: update from `h`.
     pub(super) expected: Option<Sha256>,
     pub(super) started: Instant,
+    /// The client request the write is made for (recorded on its audit row).
+    pub(super) request: Option<RequestKey>,
 }
 
 /// The rest of a PostgreSQL one-statement write after its compare-and-swap CTE `j` (returning
@@ -78,8 +80,8 @@ macro_rules! pg_write_once_tail {
              RETURNING currval('audit_log_seq') AS seq, audit_head.row_hash AS row_hash, p.row_hash AS prev_row_hash), \
              a AS (",
             audit_log_insert!(),
-            "SELECT h.seq, $10, $12, $9, $13, $1, $2, $3, $8, $4, 'success', NULL, $14, h.row_hash, h.prev_row_hash \
-             FROM v LEFT JOIN h ON true), \
+            "SELECT h.seq, $10, $12, $9, $13, $1, $2, $3, $8, $4, 'success', NULL, $14, h.row_hash, h.prev_row_hash, \
+             $18, $19 FROM v LEFT JOIN h ON true), \
              g AS (",
             generation_insert!(),
             "SELECT $1, $10, 1 FROM h WHERE $15 ",
@@ -297,6 +299,7 @@ pub(super) fn sync_write_tx(
             status: STATUS_SUCCESS,
             error_message: None,
             execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
+            request: w.request.as_ref(),
         },
     )?;
     if w.user == BASE_USER {

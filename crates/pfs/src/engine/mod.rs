@@ -56,7 +56,7 @@ use crate::db::{
     self as pdb, db_err, from_micros, like_escape, now_micros, sync_db_err, sync_stmt,
 };
 use crate::error::{PfsError, Result};
-use crate::ids::{BASE_USER, BookId, Namespace, Sha256, UserId};
+use crate::ids::{BASE_USER, BookId, Namespace, RequestKey, Sha256, UserId};
 use crate::path::{Area, BookPath, DirPrefix, storage_key};
 use crate::schema::Profile;
 use crate::storage::{Storage, blob_key, is_sha256_hex, sha256_hex};

@@ -206,6 +206,7 @@ impl Engine {
             status: STATUS_SUCCESS,
             error_message: None,
             execution_time_ms: elapsed,
+            request: actor.request(),
         };
         let to_row = NewAuditRow {
             path: t,

@@ -186,6 +186,7 @@ impl Engine {
                         status: STATUS_SUCCESS,
                         error_message: None,
                         execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                        request: actor.request(),
                     },
                 )
                 .await?
@@ -206,6 +207,7 @@ impl Engine {
                         status: STATUS_SUCCESS,
                         error_message: None,
                         execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                        request: actor.request(),
                     },
                 )
                 .await?
@@ -353,6 +355,7 @@ impl Engine {
                     status: audit_status(err),
                     error_message: Some(&msg),
                     execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                    request: actor.request(),
                 },
             )
             .await?;

@@ -74,6 +74,7 @@ impl Engine {
             status: STATUS_SUCCESS,
             error_message: None,
             execution_time_ms: Some(w.started.elapsed().as_millis() as i64),
+            request: w.request.as_ref(),
         };
         let ts = now_micros();
         let middle = audit::row_hash_middle(&row, w.shard, ts);
@@ -102,6 +103,8 @@ impl Engine {
         .bind(w.user == BASE_USER)
         .bind(unsynced_blob)
         .bind(profile.map(|p| p.as_str()))
+        .bind(w.request.as_ref().map(RequestKey::id))
+        .bind(w.request.as_ref().map(RequestKey::call_hash))
         .fetch_optional(self.inner.db.pool())
         .await
         .map_err(db_err("write (one statement)"))?;

@@ -296,6 +296,21 @@ impl Engine {
         ns: &Namespace,
         sha256: &str,
     ) -> Result<Option<(VersionEntry, Bytes)>> {
+        let Some(v) = self.find_version(book, path, ns, sha256).await? else {
+            return Ok(None);
+        };
+        let bytes = self.read_blob_sized(&v.sha256, v.size).await?;
+        Ok(Some((v, bytes)))
+    }
+
+    /// The newest version of `path` in `ns` with content hash `sha256` (metadata only).
+    pub async fn find_version(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        sha256: &str,
+    ) -> Result<Option<VersionEntry>> {
         check_sha(sha256)?;
         let row = sqlx::query(
             "SELECT version, sha256, size, written_at, agent_id, operation FROM file_versions \
@@ -309,12 +324,7 @@ impl Engine {
         .fetch_optional(self.inner.db.pool())
         .await
         .map_err(db_err("find version"))?;
-        let Some(r) = row else {
-            return Ok(None);
-        };
-        let v = decode_version(&r)?;
-        let bytes = self.read_blob_sized(&v.sha256, v.size).await?;
-        Ok(Some((v, bytes)))
+        row.map(|r| decode_version(&r)).transpose()
     }
 
     /// The bytes of one earlier (or the current) version.

@@ -31,6 +31,7 @@ impl Engine {
                 Expect::Hash(h) => Some(h.clone()),
             },
             started: req.started,
+            request: req.actor.request().cloned(),
         })
     }
 

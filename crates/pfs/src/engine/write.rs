@@ -450,6 +450,7 @@ impl Engine {
                     status: audit_status(&err),
                     error_message: Some(&msg),
                     execution_time_ms: Some(started.elapsed().as_millis() as i64),
+                    request: actor.request(),
                 },
             )
             .await;
@@ -474,6 +475,7 @@ impl Engine {
             status: STATUS_SUCCESS,
             error_message: None,
             execution_time_ms: Some(started.elapsed().as_millis() as i64),
+            request: actor.request(),
         };
         let g = db_err("decode journal write");
         let version: i64 = cas.try_get(0).map_err(&g)?;
