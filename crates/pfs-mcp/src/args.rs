@@ -164,6 +164,16 @@ pub struct TextEdit {
     pub replace_all: bool,
 }
 
+impl From<TextEdit> for pfs::edit::TextEdit {
+    fn from(e: TextEdit) -> Self {
+        pfs::edit::TextEdit {
+            old_text: e.old_text,
+            new_text: e.new_text,
+            replace_all: e.replace_all,
+        }
+    }
+}
+
 /// `move_content` arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -185,15 +185,7 @@ impl PfsTools {
             .await?
             .ok_or_else(|| inconsistent("edit"))?;
         let old = String::from_utf8_lossy(&old);
-        let edits: Vec<TextEdit> = a
-            .edits
-            .into_iter()
-            .map(|e| TextEdit {
-                old_text: e.old_text,
-                new_text: e.new_text,
-                replace_all: e.replace_all,
-            })
-            .collect();
+        let edits: Vec<TextEdit> = a.edits.into_iter().map(TextEdit::from).collect();
         let replacements = apply_edits(path.as_str(), &old, &edits)
             .map(|(_, n)| n)
             .unwrap_or(0);

@@ -34,15 +34,7 @@ impl PfsTools {
         let user = auth::overlay_user(&id, a.user_id.as_deref())?;
         let path = BookPath::parse_content(&a.path)?;
         let expected = required_hash(&a.expected_hash)?;
-        let edits: Vec<TextEdit> = a
-            .edits
-            .into_iter()
-            .map(|e| TextEdit {
-                old_text: e.old_text,
-                new_text: e.new_text,
-                replace_all: e.replace_all,
-            })
-            .collect();
+        let edits: Vec<TextEdit> = a.edits.into_iter().map(TextEdit::from).collect();
         let ns = Namespace::from_user(user);
         let out = match self
             .engine()

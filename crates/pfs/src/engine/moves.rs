@@ -13,6 +13,20 @@ pub struct MoveOutcome {
     pub version: i64,
 }
 
+/// The highest version number of a key's history (0: none).
+async fn last_version(tx: &mut WriteTx, book: &str, path: &str, user: &str) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(MAX(version), 0) FROM file_versions \
+         WHERE book_id = $1 AND path = $2 AND user_id = $3",
+    )
+    .bind(book)
+    .bind(path)
+    .bind(user)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_err("move: read the history"))
+}
+
 impl Engine {
     /// Rename `from` to `to` in `ns` in one transaction: `expected_hash` must be `from`'s current
     /// hash (`NOT_FOUND` if absent, `CONFLICT` otherwise) and `to` must not exist
@@ -119,16 +133,7 @@ impl Engine {
         }
         // The old path's versions continue the new path's history (which a deleted file at the
         // new path may have started), then the move itself is one more version.
-        let offset: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) FROM file_versions \
-             WHERE book_id = $1 AND path = $2 AND user_id = $3",
-        )
-        .bind(b)
-        .bind(t)
-        .bind(user)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err("move: read the target's history"))?;
+        let offset = last_version(&mut tx, b, t, user).await?;
         sqlx::query(
             "INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, \
              agent_id, operation) SELECT book_id, $4, user_id, version + $5, sha256, size, \
@@ -143,16 +148,7 @@ impl Engine {
         .execute(&mut *tx)
         .await
         .map_err(db_err("move: carry the history"))?;
-        let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM file_versions \
-             WHERE book_id = $1 AND path = $2 AND user_id = $3",
-        )
-        .bind(b)
-        .bind(t)
-        .bind(user)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err("move: next version"))?;
+        let version = last_version(&mut tx, b, t, user).await? + 1;
         sqlx::query(
             "INSERT INTO file_versions (book_id, path, user_id, version, sha256, size, written_at, \
              agent_id, operation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
