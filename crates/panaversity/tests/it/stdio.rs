@@ -88,7 +88,7 @@ async fn stdio_session_over_the_real_process() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names.len(), 16, "{names:?}");
+    assert_eq!(names.len(), 19, "{names:?}");
     assert!(
         names.contains(&"read_content") && names.contains(&"write_content"),
         "{names:?}"
