@@ -90,19 +90,19 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         warmup_seconds: f64,
     },
-    /// A 500-file / 200 MB book, then get_book_archive + full download + ZIP check, with the
-    /// server's peak RSS.
+    /// A realistic 500-file / 200 MiB book (bookgen), then get_book_archive + full download +
+    /// ZIP check: the cold archive, then --warm-runs more, with the server's peak RSS.
     Archive {
-        #[arg(long, default_value_t = 400)]
-        text_files: usize,
-        #[arg(long, default_value_t = 12_000)]
-        text_bytes: usize,
-        #[arg(long, default_value_t = 100)]
-        binary_files: usize,
-        #[arg(long, default_value_t = 1_952_000)]
-        binary_bytes: usize,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
+        #[arg(long, default_value_t = 490)]
+        lessons: usize,
+        #[arg(long, default_value_t = 396)]
+        lesson_kib: usize,
+        #[arg(long, default_value_t = 10)]
+        assets: usize,
+        #[arg(long, default_value_t = 1024)]
+        asset_kib: usize,
+        #[arg(long, default_value_t = 4)]
+        warm_runs: usize,
     },
     /// plan_build over MCP on a book of --files journal rows, and in-process.
     PlanBuild {
@@ -257,23 +257,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Cmd::Archive {
-            text_files,
-            text_bytes,
-            binary_files,
-            binary_bytes,
-            runs,
+            lessons,
+            lesson_kib,
+            assets,
+            asset_kib,
+            warm_runs,
         } => {
-            fs::archive(
-                &env,
-                &fs::ArchiveOpts {
-                    text_files,
-                    text_bytes,
-                    binary_files,
-                    binary_bytes,
-                    runs,
-                },
-            )
-            .await
+            let book = bookgen::BookSpec {
+                lessons,
+                lesson_bytes: lesson_kib * 1024,
+                assets,
+                asset_bytes: asset_kib * 1024,
+                ..bookgen::BookSpec::bench_200mib()
+            };
+            fs::archive(&env, &fs::ArchiveOpts { book, warm_runs }).await
         }
         Cmd::PlanBuild { files, runs } => fs::plan_build(&env, files, runs).await,
         Cmd::Grep { mb, runs } => fs::grep(&env, mb, runs).await,

@@ -84,6 +84,15 @@ pub struct ServeArgs {
         default_value_t = 900
     )]
     pub archive_url_ttl: u64,
+    /// Server-side time budget of one archive download, seconds (0 = none; fractions allowed). When it runs out the
+    /// ZIP ends early but valid, with `_archive_partial.json` (what is missing, `resume_after`)
+    /// and the `x-archive-status: partial` / `x-archive-resume-after` trailers.
+    #[arg(
+        long,
+        env = "PANAVERSITY_ARCHIVE_TIME_BUDGET_SECS",
+        default_value_t = 0.0
+    )]
+    pub archive_time_budget_secs: f64,
     /// Accepted Host headers on /mcp (comma-separated). Default: localhost, 127.0.0.1, ::1 and
     /// the public URL's host.
     #[arg(long, env = "PANAVERSITY_ALLOWED_HOSTS")]
@@ -421,6 +430,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map(String::into_bytes)
                 .unwrap_or_default(),
             archive_url_ttl: Duration::from_secs(args.archive_url_ttl),
+            archive_time_budget: Duration::try_from_secs_f64(args.archive_time_budget_secs)
+                .ok()
+                .filter(|d| !d.is_zero()),
             allowed_hosts,
             max_asset_bytes: args.storage.max_asset_size_mb * 1024 * 1024,
             max_request_body_bytes: args.max_body_bytes,

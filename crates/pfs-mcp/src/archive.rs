@@ -1,9 +1,16 @@
 //! The archive download route: `GET /books/{book}/archive?scope=…[&user_id=…][&expires=…&sig=…]`.
 //!
 //! The ZIP is produced in a spawned task into one end of a bounded `tokio::io::duplex` pipe and
-//! the other end is the response body, so memory stays bounded whatever the book size: one blob
-//! is streamed at a time through the deflater. Entries are in path order with a fixed timestamp,
-//! so the same manifest always gives the same bytes; the ETag is a hash of manifest + scope + user.
+//! the other end is the response body, so memory stays bounded whatever the book size (see
+//! [`pfs::archive`]: entries' stored forms come from the engine's cache, misses are compressed
+//! on every core). Entries are in path order with a fixed timestamp, so the same manifest always
+//! gives the same bytes; the ETag is a hash of manifest + scope + user.
+//!
+//! How it ended is said three ways: inside the ZIP (`_archive_errors.json`,
+//! `_archive_partial.json` with `resume_after` and the missing names), in HTTP trailers
+//! `x-archive-status: complete|partial` and `x-archive-resume-after` (announced by `Trailer:`;
+//! HTTP/1.1 clients must send `TE: trailers` to get them), and, for a failed output, as an
+//! aborted body. `?start_after=<resume_after>` continues a partial archive.
 //!
 //! Access: a valid signature from `get_book_archive` (HMAC over book, scope, user, expiry), or an
 //! authenticated caller (an [`Identity`] in the request extensions) with the `read` scope, who
@@ -16,9 +23,12 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
-use pfs::archive::{ArchiveEntry, ArchiveOptions, archive_etag, write_archive};
+use http_body::Frame;
+use http_body_util::StreamBody;
+use pfs::archive::{ArchiveEntry, ArchiveOptions, ArchiveSummary, archive_etag, write_archive};
 use pfs::engine::{Engine, JournalEntry, ListView};
 use pfs::{BookId, DirPrefix, PfsError, UserId};
 use platform::Identity;
@@ -158,6 +168,21 @@ fn authorize(
     Ok(())
 }
 
+/// The trailers of a finished archive: `x-archive-status: complete|partial`, and where to resume.
+fn outcome_trailers(s: &ArchiveSummary) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    t.insert(
+        "x-archive-status",
+        HeaderValue::from_static(if s.partial { "partial" } else { "complete" }),
+    );
+    if let Some(r) = &s.resume_after
+        && let Ok(v) = HeaderValue::from_str(r)
+    {
+        t.insert("x-archive-resume-after", v);
+    }
+    t
+}
+
 /// `GET /books/{book}/archive`.
 pub async fn archive_handler(
     State(state): State<PfsMcpState>,
@@ -224,16 +249,12 @@ pub async fn archive_handler(
         None => format!("{book}-{}.zip", scope.as_str()),
     };
     let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), PfsError>>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<ArchiveSummary, PfsError>>();
     let engine = state.engine.clone();
     let scope_name = scope.as_str();
     tokio::spawn(async move {
-        let open = |e: &ArchiveEntry| {
-            let engine = engine.clone();
-            let sha = e.sha256.clone();
-            async move { engine.open_blob(&sha).await }
-        };
-        let res = write_archive(entries, open, writer, opts).await;
+        let source = engine.archive_source();
+        let res = write_archive(entries, &source, writer, opts).await;
         let status = match &res {
             Ok(summary) if summary.partial => {
                 tracing::warn!(
@@ -249,24 +270,34 @@ pub async fn archive_handler(
                 "error"
             }
         };
-        crate::metrics::archive(scope_name, status, started.elapsed(), PIPE_BYTES as u64);
-        let _ = done_tx.send(res.map(|_| ()));
+        // Memory measured: the prepared entries held at the peak plus the pipe.
+        let held = res.as_ref().map_or(0, |s| s.peak_buffered_bytes) + PIPE_BYTES as u64;
+        crate::metrics::archive(scope_name, status, started.elapsed(), held);
+        if let Ok(s) = &res {
+            crate::metrics::archive_cache(s.cache_hits, s.cache_misses);
+        }
+        let _ = done_tx.send(res);
     });
-    // After the pipe ends, surface a failed archive as a body error (the client sees an aborted
-    // transfer instead of a truncated ZIP that looks complete).
+    // After the pipe ends: the outcome as trailers, or a failed archive as a body error (the
+    // client sees an aborted transfer instead of a truncated ZIP that looks complete).
     let tail = futures::stream::once(async move {
         match done_rx.await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(Err(std::io::Error::other(e.to_string()))),
-            Err(_) => Some(Err(std::io::Error::other("archive writer stopped"))),
+            Ok(Ok(summary)) => Ok(Frame::trailers(outcome_trailers(&summary))),
+            Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+            Err(_) => Err(std::io::Error::other("archive writer stopped")),
         }
-    })
-    .filter_map(|x| async move { x });
+    });
     // Frames of up to BODY_FRAME_BYTES: ReaderStream's default (4 KiB) made a 200 MB archive
     // ~50,000 frames and socket writes, with the client woken for each.
-    let body = Body::from_stream(ReaderStream::with_capacity(reader, BODY_FRAME_BYTES).chain(tail));
+    let data = ReaderStream::with_capacity(reader, BODY_FRAME_BYTES)
+        .map(|chunk: std::io::Result<Bytes>| chunk.map(Frame::data));
+    let body = Body::new(StreamBody::new(data.chain(tail)));
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
+    h.insert(
+        header::TRAILER,
+        HeaderValue::from_static("x-archive-status, x-archive-resume-after"),
+    );
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),

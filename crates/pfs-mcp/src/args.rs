@@ -107,7 +107,7 @@ pub enum ReadScope {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadContentArgs {
-    /// Book identifier (`^[a-z0-9-]{3,50}$`).
+    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: String,
     /// A file (`content/…`; `static/…` gives an asset's hash), or the chapter/part directory.
@@ -377,7 +377,6 @@ pub struct ListBooksArgs {
     pub include_structure: Option<IncludeStructure>,
     /// Only this book.
     #[serde(default)]
-    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
 }
@@ -481,7 +480,7 @@ pub struct GetBookArchiveArgs {
     #[serde(default)]
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,100}$"))]
     pub user_id: Option<String>,
-    /// Resume a partial archive: only files whose path sorts after this one.
+    /// Only files after this path (a partial ZIP's resume_after).
     #[serde(default)]
     pub start_after: Option<String>,
 }
@@ -544,7 +543,6 @@ pub struct QueryAuditLogArgs {
     pub operation: Option<String>,
     /// Only this book.
     #[serde(default)]
-    /// Book id.
     #[schemars(pattern(r"^[a-z0-9-]{3,50}$"))]
     pub book_id: Option<String>,
     /// Path pattern (`*` matches any characters), e.g. `content/01-Part/*`.

@@ -11,14 +11,23 @@ pub fn tool_call(tool: &'static str, status: &'static str, elapsed: Duration) {
 }
 
 /// Record one archive download: `panaversityfs_archive_total{scope,status}`,
-/// `panaversityfs_archive_duration_seconds{scope}` and the buffer bound in
-/// `panaversityfs_archive_memory_bytes`.
+/// `panaversityfs_archive_duration_seconds{scope}` and the memory the archive held at its peak
+/// (prepared entries plus the pipe, measured) in `panaversityfs_archive_memory_bytes`.
 pub fn archive(scope: &'static str, status: &'static str, elapsed: Duration, memory_bytes: u64) {
     metrics::counter!("panaversityfs_archive_total", "scope" => scope, "status" => status)
         .increment(1);
     metrics::histogram!("panaversityfs_archive_duration_seconds", "scope" => scope)
         .record(elapsed.as_secs_f64());
     metrics::gauge!("panaversityfs_archive_memory_bytes").set(memory_bytes as f64);
+}
+
+/// Entries whose stored form came from the cache or was computed
+/// (`panaversityfs_archive_entries_total{stream=cached|computed}`).
+pub fn archive_cache(hits: usize, misses: usize) {
+    metrics::counter!("panaversityfs_archive_entries_total", "stream" => "cached")
+        .increment(hits as u64);
+    metrics::counter!("panaversityfs_archive_entries_total", "stream" => "computed")
+        .increment(misses as u64);
 }
 
 /// Record the size of a computed delta (`panaversityfs_delta_files_count`).

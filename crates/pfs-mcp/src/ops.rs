@@ -782,18 +782,24 @@ impl PfsTools {
         if let Some(u) = &user {
             url.push_str(&format!("&user_id={u}"));
         }
+        let mut plan = plan;
         if let Some(after) = &a.start_after {
             let after = BookPath::parse(after)?;
             url.push_str(&format!("&start_after={after}"));
+            plan.entries.retain(|e| e.path.as_str() > after.as_str());
+            plan.total_bytes = plan.entries.iter().map(|e| e.size).sum();
         }
         url.push_str(&format!("&expires={expires}&sig={sig}"));
+        let missing = self.engine().unreadable_blobs(&plan.entries).await;
+        let status = if plan.entries.is_empty() {
+            "empty"
+        } else if missing.is_empty() {
+            "success"
+        } else {
+            "partial"
+        };
         Ok(ArchiveOutput {
-            status: if plan.entries.is_empty() {
-                "empty"
-            } else {
-                "success"
-            }
-            .into(),
+            status: status.into(),
             archive_url: url,
             expires_at: DateTime::<Utc>::from_timestamp(expires, 0)
                 .map(ts)
@@ -805,6 +811,8 @@ impl PfsTools {
             format: "zip".into(),
             manifest_hash: plan.manifest_hash,
             user_id: user.map(|u| u.as_str().to_string()),
+            missing,
+            time_budget_seconds: cfg.archive_time_budget.map(|d| d.as_secs()),
         })
     }
 

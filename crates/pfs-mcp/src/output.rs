@@ -381,8 +381,8 @@ pub struct GrepSearchOutput {
 /// `get_book_archive` result.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ArchiveOutput {
-    /// `success`, or `empty` when nothing is in scope.
-    #[schemars(extend("enum" = ["success", "empty"]))]
+    /// `success`, `empty` or `partial` (see missing).
+    #[schemars(extend("enum" = ["success", "empty", "partial"]))]
     pub status: String,
     /// Signed, short-lived download URL (GET, returns application/zip).
     pub archive_url: String,
@@ -403,6 +403,12 @@ pub struct ArchiveOutput {
     /// The overlay merged in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Unreadable files (status partial).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Server time limit of the download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget_seconds: Option<u64>,
 }
 
 /// `delta_build` result.

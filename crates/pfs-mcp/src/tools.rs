@@ -360,7 +360,7 @@ impl PfsTools {
 
     #[tool(
         name = "list_books",
-        description = "List the books (optionally one book_id), with their content tree and/or asset lists when include_structure is content, assets or all.",
+        description = "List books (or one book_id); include_structure adds the content tree, the assets or all.",
         input_schema = input_schema::<ListBooksArgs>(),
         output_schema = output_schema::<ListBooksOutput>(),
         annotations(title = "List Books", read_only_hint = true, open_world_hint = false)
@@ -414,7 +414,7 @@ impl PfsTools {
 
     #[tool(
         name = "get_book_archive",
-        description = "A signed, short-lived URL that downloads the book as a ZIP (scope content, assets or all), plus counts. With user_id (your own unless admin) that overlay replaces base files.",
+        description = "A signed short-lived URL to download the book as a ZIP, plus counts. user_id (yours unless admin) merges that overlay. A partial ZIP has _archive_partial.json: resume with start_after.",
         input_schema = input_schema::<GetBookArchiveArgs>(),
         output_schema = output_schema::<ArchiveOutput>(),
         annotations(title = "Get Book Archive", read_only_hint = true, open_world_hint = false)

@@ -868,3 +868,40 @@ async fn hydrate_of_a_book_that_does_not_exist_fails_and_names_it() {
     assert_eq!(std::fs::read(&p.manifest).expect("manifest"), manifest);
     assert!(p.out.join("01-Part/01-Chapter/01-lesson.md").is_file());
 }
+
+#[tokio::test]
+async fn hydrate_from_archive_resumes_time_budgeted_zips_and_round_trips() {
+    let t = TempData::new();
+    let p = Paths::new(&t);
+    let mut opts = ServerOpts::dev();
+    opts.serve_args.extend(
+        [
+            "--only",
+            "fs",
+            "--no-sample",
+            "--default-profile",
+            "docusaurus",
+        ]
+        .map(String::from),
+    );
+    // A budget so small that every archive stops after one entry: the ZIP says partial and
+    // the client resumes it until every file has arrived exactly once.
+    let opts = opts.env("PANAVERSITY_ARCHIVE_TIME_BUDGET_SECS", "0.000001");
+    let server = Server::start(&p.data, opts).await;
+    let url = server.base.as_str();
+    ok_json(&p.ingest(url, &[]).await);
+    let h = ok_json(&p.hydrate(url, &["--from-archive"]).await);
+    assert_eq!(h["mode"], json!("full"), "{h}");
+    assert_eq!(counts(&h, &["downloaded", "failed"]), [13, 0], "{h}");
+    assert!(h["archive_parts"].as_u64().unwrap() > 1, "{h}");
+    assert!(h["manifest_saved"].as_bool().unwrap(), "{h}");
+    p.assert_round_trip();
+    // Already there: a full rebuild from the archive keeps what matches.
+    std::fs::remove_file(&p.manifest).unwrap();
+    let again = ok_json(&p.hydrate(url, &["--from-archive"]).await);
+    assert_eq!(
+        counts(&again, &["downloaded", "kept", "failed"]),
+        [0, 13, 0],
+        "{again}"
+    );
+}

@@ -2,6 +2,7 @@
 //! PostgreSQL, driven by raw JSON-RPC (reqwest), by the official Python `mcp` and TypeScript SDK
 //! clients, and over a stdio-style duplex stream.
 
+mod archive;
 mod jsonrpc;
 mod platform_auth;
 mod python_e2e;

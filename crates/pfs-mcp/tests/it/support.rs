@@ -27,8 +27,8 @@ pub struct TestServer {
     pub engine: Engine,
     pub state: PfsMcpState,
     pub kind: DbKind,
-    db: Arc<TestDb>,
-    storage: Storage,
+    pub db: Arc<TestDb>,
+    pub storage: Storage,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,6 +99,17 @@ pub async fn start_on(
     auth: Option<Arc<Authenticator>>,
     cfg: EngineConfig,
 ) -> TestServer {
+    start_configured(db, storage, auth, cfg, |_| {}).await
+}
+
+/// [`start_on`] with the MCP settings adjusted by `tweak` (e.g. an archive time budget).
+pub async fn start_configured(
+    db: Arc<TestDb>,
+    storage: Storage,
+    auth: Option<Arc<Authenticator>>,
+    cfg: EngineConfig,
+    tweak: impl FnOnce(&mut PfsMcpConfig),
+) -> TestServer {
     let engine = Engine::open(db.connect().await, storage.clone(), cfg)
         .await
         .expect("engine");
@@ -111,12 +122,13 @@ pub async fn start_on(
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let base = format!("http://{addr}");
-    let config = PfsMcpConfig {
+    let mut config = PfsMcpConfig {
         public_base_url: base.clone(),
         archive_signing_key: b"test-signing-key".to_vec(),
         max_asset_bytes: MAX_ASSET,
         ..PfsMcpConfig::default()
     };
+    tweak(&mut config);
     let state = PfsMcpState::new(engine.clone(), config);
     let app = match auth {
         Some(auth) => mcp_router_with_auth(state.clone(), auth),

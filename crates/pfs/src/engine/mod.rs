@@ -61,6 +61,7 @@ use crate::path::{Area, BookPath, DirPrefix, storage_key};
 use crate::schema::Profile;
 use crate::storage::{Storage, blob_key, is_sha256_hex, sha256_hex};
 
+mod archive_source;
 mod edits;
 mod faults;
 mod journal;
@@ -75,6 +76,7 @@ mod unsynced;
 mod write;
 
 pub use crate::ids::Actor;
+pub use archive_source::EngineArchiveSource;
 pub use edits::EditOutcome;
 pub use faults::Faults;
 use journal::*;

@@ -19,6 +19,8 @@
 //! conflict instead of being overwritten). `hydrate` applies `plan_build(target_manifest_hash)`
 //! to an output directory and saves the new manifest only when every file was applied.
 
+mod archive;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -144,6 +146,10 @@ pub struct HydrateArgs {
     /// Ignore (and delete) the manifest and download every file.
     #[arg(long)]
     pub full_rebuild: bool,
+    /// Full hydrates download the book's ZIP (resuming time-budgeted partial archives) instead
+    /// of reading file by file; incremental ones still fetch only what changed.
+    #[arg(long, env = "PANAVERSITY_HYDRATE_FROM_ARCHIVE")]
+    pub from_archive: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1250,6 +1256,22 @@ pub struct HydrateSummary {
     pub failed: usize,
     pub manifest_saved: bool,
     pub failed_files: Vec<FileProblem>,
+    /// `--from-archive`: how many archive downloads it took (more than one when the server's
+    /// time budget cut the ZIP and the rest was resumed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_parts: Option<usize>,
+}
+
+impl HydrateSummary {
+    fn count(&mut self, path: String, r: Fetch) {
+        match r {
+            Fetch::Downloaded => self.downloaded += 1,
+            Fetch::Deleted => self.deleted += 1,
+            Fetch::Kept => self.kept += 1,
+            Fetch::Skipped => self.skipped += 1,
+            Fetch::Failed(error) => self.failed_files.push(FileProblem { path, error }),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1343,8 +1365,27 @@ pub async fn hydrate(_common: &Common, args: HydrateArgs) -> anyhow::Result<Exit
         (&mcp, book.as_str(), out.as_path(), static_dir.as_deref());
     // Deletions first: a path that moved between carriers (e.g. an image that was text and is
     // now binary) maps to the same local file, which must end up written, not removed.
-    let (deletions, downloads): (Vec<PlanFile>, Vec<PlanFile>) =
+    let (deletions, mut downloads): (Vec<PlanFile>, Vec<PlanFile>) =
         plan.files.into_iter().partition(PlanFile::is_deletion);
+    let mut fetched = Vec::new();
+    if args.from_archive && !incremental && !downloads.is_empty() {
+        let files = std::mem::take(&mut downloads);
+        let parts;
+        (fetched, parts) = archive::fetch_from_archive(
+            &mcp,
+            &book,
+            files,
+            &out,
+            static_dir.as_deref(),
+            verify_local,
+            &pb,
+        )
+        .await?;
+        summary.archive_parts = Some(parts);
+    }
+    for (path, r) in fetched {
+        summary.count(path, r);
+    }
     for batch in [deletions, downloads] {
         let mut results = futures::stream::iter(batch.into_iter().map(|f| async move {
             let path = f.path.clone();
@@ -1356,13 +1397,7 @@ pub async fn hydrate(_common: &Common, args: HydrateArgs) -> anyhow::Result<Exit
         .buffer_unordered(usize::from(args.server.concurrency));
         while let Some((path, r)) = results.next().await {
             pb.inc(1);
-            match r {
-                Fetch::Downloaded => summary.downloaded += 1,
-                Fetch::Deleted => summary.deleted += 1,
-                Fetch::Kept => summary.kept += 1,
-                Fetch::Skipped => summary.skipped += 1,
-                Fetch::Failed(error) => summary.failed_files.push(FileProblem { path, error }),
-            }
+            summary.count(path, r);
         }
     }
     pb.finish_and_clear();
