@@ -554,6 +554,19 @@ impl Storage {
         Self::fault_after(d, FaultOp::Put, key)
     }
 
+    /// Write a derived object that can be recomputed (no fsync on local files: the caller makes
+    /// it durable with [`Storage::sync_all_blocking`] before anything names it). Local files go
+    /// through one blocking call (OpenDAL's fs writer copies the bytes through several buffers).
+    pub async fn put_unsynced(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let Some(fs) = &self.fs else {
+            return self.put(key, bytes).await;
+        };
+        let d = self.fault_before(FaultOp::Put, key)?;
+        let (fs, owned) = (fs.clone(), key.to_string());
+        fs_blocking(move || fs.write_atomic(&owned, &bytes, false, false)).await?;
+        Self::fault_after(d, FaultOp::Put, key)
+    }
+
     /// Read the whole object; `NOT_FOUND` when missing.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         self.fault_before(FaultOp::Get, key)?;
@@ -760,6 +773,25 @@ impl Storage {
                 .map_err(fs_error)?;
             Self::fault_after(d, FaultOp::Put, &key)
         })())
+    }
+
+    /// [`Storage::stat`] on the calling thread (local-file backend; `None` otherwise).
+    pub fn stat_blocking(&self, key: &str) -> Option<Result<Option<u64>>> {
+        let fs = self.fs.as_ref()?;
+        Some(match std::fs::metadata(fs.file(key)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fs_error(e)),
+        })
+    }
+
+    /// [`Storage::get_sized`] on the calling thread (local-file backend; `None` otherwise).
+    pub fn get_sized_blocking(&self, key: &str, size: u64) -> Option<Result<Bytes>> {
+        let fs = self.fs.as_ref()?;
+        Some(
+            self.fault_before(FaultOp::Get, key)
+                .and_then(|_| fs.read_sized(key, size).map_err(fs_error)),
+        )
     }
 
     /// Make the blob `sha256` hold exactly `bytes` (local-file backend; `None` otherwise): keep

@@ -35,6 +35,7 @@
 //! `resume_after` names the last entry written; passing it as [`ArchiveOptions::start_after`]
 //! continues with the entries after it.
 
+mod deflater;
 mod prepare;
 #[cfg(test)]
 mod tests;
@@ -102,10 +103,17 @@ pub struct StreamInfo {
 pub trait ArchiveSource: Send + Sync {
     /// The cached stored forms of these blobs (missing ones are simply absent).
     async fn cached(&self, shas: &[String]) -> HashMap<String, StreamInfo>;
-    /// A cached deflate stream.
-    async fn read_stream(&self, sha256: &str) -> Result<Bytes, PfsError>;
+    /// A cached deflate stream of `size` bytes (its remembered compressed size).
+    async fn read_stream(&self, sha256: &str, size: u64) -> Result<Bytes, PfsError>;
     /// A whole blob.
     async fn read_blob(&self, entry: &ArchiveEntry) -> Result<Bytes, PfsError>;
+    /// A reader that may block, for sources whose storage is local: the archive then reads (and
+    /// for a miss verifies and compresses) in one job on its compression threads, so the big
+    /// buffers are allocated on a few threads instead of the blocking pool's many. `None` (the
+    /// default): [`ArchiveSource::read_blob`] and [`ArchiveSource::read_stream`].
+    fn blocking_reader(&self) -> Option<BlockingReader> {
+        None
+    }
     /// A blob as a stream (entries larger than [`IN_MEMORY_MAX`]).
     async fn open_blob(
         &self,
@@ -115,6 +123,19 @@ pub trait ArchiveSource: Send + Sync {
     async fn remember(&self, sha256: &str, info: StreamInfo, deflated: Option<Bytes>);
     /// Make what [`ArchiveSource::remember`] took durable and visible (called once at the end).
     async fn flush(&self);
+}
+
+/// See [`ArchiveSource::blocking_reader`].
+pub type BlockingReader =
+    std::sync::Arc<dyn Fn(BlockingRead<'_>) -> Result<Bytes, PfsError> + Send + Sync>;
+
+/// What a [`BlockingReader`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum BlockingRead<'a> {
+    /// A whole blob (as [`ArchiveSource::read_blob`]).
+    Blob(&'a ArchiveEntry),
+    /// A cached deflate stream (as [`ArchiveSource::read_stream`]).
+    Stream { sha256: &'a str, size: u64 },
 }
 
 /// Options of [`write_archive`].
@@ -416,7 +437,7 @@ async fn write_manifest<W: AsyncWrite + Unpin>(
     name: &str,
     json: &[u8],
 ) -> Result<(), PfsError> {
-    let (info, data) = prepare::deflate_now(json).map_err(PfsError::Internal)?;
+    let (info, data) = deflater::deflate(json).map_err(PfsError::Internal)?;
     zip.start(EntryHeader {
         name: name.to_string(),
         method: info.method,

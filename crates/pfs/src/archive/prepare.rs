@@ -1,10 +1,12 @@
 //! Getting one entry's stored form in hand: from the cache, or computed now (verify the blob
-//! against the journal's sha256, CRC-32, deflate with libdeflate) on the blocking pool.
+//! against the journal's sha256, CRC-32, deflate with libdeflate) on the compression threads.
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{ArchiveEntry, ArchiveSource, IN_MEMORY_MAX, LEVEL, Method, StreamInfo, deflates};
+use super::{
+    ArchiveEntry, ArchiveSource, BlockingRead, IN_MEMORY_MAX, Method, StreamInfo, deflates,
+};
 use crate::error::PfsError;
 
 /// An entry's data, ready to copy into the ZIP.
@@ -43,7 +45,18 @@ pub(super) async fn prepare<S: ArchiveSource + ?Sized>(
     }
     match cached {
         Some(info) if info.method == Method::Deflate => {
-            if let Ok(b) = source.read_stream(&entry.sha256).await
+            let size = info.compressed_size;
+            let sha = entry.sha256.clone();
+            let read = match source.blocking_reader() {
+                Some(read) => {
+                    super::deflater::run(move || read(BlockingRead::Stream { sha256: &sha, size }))
+                        .await
+                        .map_err(PfsError::Internal)
+                        .and_then(|r| r)
+                }
+                None => source.read_stream(&sha, size).await,
+            };
+            if let Ok(b) = read
                 && b.len() as u64 == info.compressed_size
             {
                 return Ok(Prepared {
@@ -55,8 +68,7 @@ pub(super) async fn prepare<S: ArchiveSource + ?Sized>(
             // A lost or torn stream: compute it again below.
         }
         Some(info) => {
-            let b = source
-                .read_blob(entry)
+            let b = read_blob(source, entry)
                 .await
                 .map_err(|e| format!("could not read: {}", caller_message(&e)))?;
             if b.len() as u64 == entry.size && info.compressed_size == entry.size {
@@ -69,18 +81,29 @@ pub(super) async fn prepare<S: ArchiveSource + ?Sized>(
         }
         None => {}
     }
-    let raw = source
-        .read_blob(entry)
-        .await
-        .map_err(|e| format!("could not read: {}", caller_message(&e)))?;
     let (expected, size, deflate) = (
         entry.sha256.clone(),
         entry.size,
         deflates(&entry.name, entry.size),
     );
-    let (info, data) = tokio::task::spawn_blocking(move || compute(&raw, &expected, size, deflate))
-        .await
-        .map_err(|e| format!("preparing failed: {e}"))??;
+    let (info, data) = match source.blocking_reader() {
+        Some(read) => {
+            let owned = entry.clone();
+            super::deflater::run(move || {
+                let raw = read(BlockingRead::Blob(&owned))
+                    .map_err(|e| format!("could not read: {}", caller_message(&e)))?;
+                compute(&raw, &expected, size, deflate)
+            })
+            .await??
+        }
+        None => {
+            let raw = source
+                .read_blob(entry)
+                .await
+                .map_err(|e| format!("could not read: {}", caller_message(&e)))?;
+            super::deflater::run(move || compute(&raw, &expected, size, deflate)).await??
+        }
+    };
     let deflated = (info.method == Method::Deflate).then(|| data.clone());
     source.remember(&entry.sha256, info, deflated).await;
     Ok(Prepared {
@@ -106,13 +129,13 @@ fn compute(
     if !expected_sha.is_empty() && hex::encode(Sha256::digest(raw)) != expected_sha {
         return Err("sha256 mismatch with the journal (the blob is damaged; run fsck)".into());
     }
-    let crc32 = crc32fast::hash(raw);
     if deflate {
-        let (info, out) = deflate_now(raw)?;
+        let (info, out) = super::deflater::deflate(raw)?;
         if info.compressed_size < size {
-            return Ok((StreamInfo { crc32, ..info }, out));
+            return Ok((info, out));
         }
     }
+    let crc32 = crc32fast::hash(raw);
     Ok((
         StreamInfo {
             method: Method::Stored,
@@ -123,24 +146,20 @@ fn compute(
     ))
 }
 
-/// Deflate `raw` now (raw DEFLATE, libdeflate at [`LEVEL`]).
-pub(super) fn deflate_now(raw: &[u8]) -> Result<(StreamInfo, Bytes), String> {
-    let level =
-        libdeflater::CompressionLvl::new(LEVEL).map_err(|e| format!("compression level: {e:?}"))?;
-    let mut c = libdeflater::Compressor::new(level);
-    let mut out = vec![0u8; c.deflate_compress_bound(raw.len())];
-    let n = c
-        .deflate_compress(raw, &mut out)
-        .map_err(|e| format!("deflate failed: {e:?}"))?;
-    out.truncate(n);
-    Ok((
-        StreamInfo {
-            method: Method::Deflate,
-            crc32: crc32fast::hash(raw),
-            compressed_size: n as u64,
-        },
-        Bytes::from(out),
-    ))
+/// A whole blob, on a compression thread when the source can read blocking.
+async fn read_blob<S: ArchiveSource + ?Sized>(
+    source: &S,
+    entry: &ArchiveEntry,
+) -> Result<Bytes, PfsError> {
+    match source.blocking_reader() {
+        Some(read) => {
+            let owned = entry.clone();
+            super::deflater::run(move || read(BlockingRead::Blob(&owned)))
+                .await
+                .map_err(PfsError::Internal)?
+        }
+        None => source.read_blob(entry).await,
+    }
 }
 
 /// A large entry: stored, streamed from the blob. Without a cached CRC the blob is read once to

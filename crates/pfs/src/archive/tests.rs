@@ -111,7 +111,7 @@ impl ArchiveSource for MemSource {
             .filter_map(|s| c.get(s).map(|(i, _)| (s.clone(), *i)))
             .collect()
     }
-    async fn read_stream(&self, sha256: &str) -> Result<Bytes, PfsError> {
+    async fn read_stream(&self, sha256: &str, _size: u64) -> Result<Bytes, PfsError> {
         self.cache
             .lock()
             .unwrap()
@@ -494,7 +494,7 @@ impl ArchiveSource for BigSource {
     async fn cached(&self, _: &[String]) -> HashMap<String, StreamInfo> {
         HashMap::new()
     }
-    async fn read_stream(&self, _: &str) -> Result<Bytes, PfsError> {
+    async fn read_stream(&self, _: &str, _: u64) -> Result<Bytes, PfsError> {
         Err(PfsError::not_found("stream"))
     }
     async fn read_blob(&self, e: &ArchiveEntry) -> Result<Bytes, PfsError> {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::*;
-use crate::archive::{ArchiveEntry, ArchiveSource, CODEC, Method, StreamInfo};
+use crate::archive::{ArchiveEntry, ArchiveSource, BlockingRead, CODEC, Method, StreamInfo};
 
 /// How many hashes one cache lookup names.
 const LOOKUP_CHUNK: usize = 500;
@@ -130,8 +130,12 @@ impl ArchiveSource for EngineArchiveSource {
         }
     }
 
-    async fn read_stream(&self, sha256: &str) -> Result<Bytes> {
-        self.engine.inner.storage.get(&stream_key(sha256)).await
+    async fn read_stream(&self, sha256: &str, size: u64) -> Result<Bytes> {
+        self.engine
+            .inner
+            .storage
+            .get_sized(&stream_key(sha256), size)
+            .await
     }
 
     async fn read_blob(&self, entry: &ArchiveEntry) -> Result<Bytes> {
@@ -141,6 +145,28 @@ impl ArchiveSource for EngineArchiveSource {
             .storage
             .get_sized(&blob_key(&entry.sha256), entry.size)
             .await
+    }
+
+    fn blocking_reader(&self) -> Option<crate::archive::BlockingReader> {
+        let storage = self.engine.inner.storage.clone();
+        if !storage.is_local_fs() {
+            return None;
+        }
+        Some(std::sync::Arc::new(move |what: BlockingRead<'_>| {
+            let (key, size) = match what {
+                BlockingRead::Blob(e) => {
+                    check_sha(&e.sha256)?;
+                    (blob_key(&e.sha256), e.size)
+                }
+                BlockingRead::Stream { sha256, size } => {
+                    check_sha(sha256)?;
+                    (stream_key(sha256), size)
+                }
+            };
+            storage
+                .get_sized_blocking(&key, size)
+                .unwrap_or_else(|| Err(PfsError::Internal("not local storage".into())))
+        }))
     }
 
     async fn open_blob(
@@ -156,7 +182,7 @@ impl ArchiveSource for EngineArchiveSource {
                 .engine
                 .inner
                 .storage
-                .put(&stream_key(sha256), bytes)
+                .put_unsynced(&stream_key(sha256), bytes)
                 .await
         {
             tracing::debug!(error = %e, "could not keep an archive stream");
@@ -198,6 +224,30 @@ impl Engine {
             .map(|e| (e.path.clone(), blob_key(&e.sha256), e.size))
             .collect();
         let storage = self.inner.storage.clone();
+        if storage.is_local_fs() {
+            // One blocking call for the whole list instead of a blocking task per file.
+            let local = storage.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                checks
+                    .into_iter()
+                    .filter(|(_, key, size)| {
+                        !matches!(local.stat_blocking(key), Some(Ok(Some(n))) if n == *size)
+                    })
+                    .map(|(path, _, _)| path)
+                    .collect::<Vec<String>>()
+            })
+            .await;
+            return match found {
+                Ok(mut missing) => {
+                    missing.sort();
+                    missing
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "archive: checking the blobs failed");
+                    Vec::new()
+                }
+            };
+        }
         let mut missing: Vec<String> = futures::stream::iter(checks)
             .map(move |(path, key, size)| {
                 let storage = storage.clone();
