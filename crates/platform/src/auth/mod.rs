@@ -555,10 +555,10 @@ pub fn protected_resource_metadata_route(
     router
 }
 
-/// `PANAVERSITY_ALLOW_DEV_MODE_PUBLIC` is `true`/`1`/`yes` (the `allow_public` of [`check_dev_mode`]).
-pub fn dev_mode_public_allowed_from_env() -> bool {
-    std::env::var("PANAVERSITY_ALLOW_DEV_MODE_PUBLIC")
-        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+/// `PANAVERSITY_ALLOW_DEV_MODE_PUBLIC` through the one boolean parser (the `allow_public` of
+/// [`check_dev_mode`]); unset is `false`, an unreadable value an error.
+pub fn dev_mode_public_allowed_from_env() -> Result<bool, String> {
+    crate::boolean::env_bool("PANAVERSITY_ALLOW_DEV_MODE_PUBLIC").map(|v| v.unwrap_or(false))
 }
 
 /// Guard against running dev mode (no authentication) by accident. Always logs a loud warning in
