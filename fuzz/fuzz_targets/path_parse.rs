@@ -11,9 +11,13 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(p) = pfs::BookPath::parse(s) {
         let p = p.as_str();
-        assert!(!p.starts_with('/') && !p.contains('\\') && !p.contains('%'), "{p:?}");
         assert!(
-            p.split('/').all(|seg| !seg.is_empty() && !seg.starts_with('.')),
+            !p.starts_with('/') && !p.contains('\\') && !p.contains('%'),
+            "{p:?}"
+        );
+        assert!(
+            p.split('/')
+                .all(|seg| !seg.is_empty() && !seg.starts_with('.')),
             "{p:?}"
         );
         assert!(!p.chars().any(char::is_control), "{p:?}");
@@ -22,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = pfs::BookId::parse(s);
     let _ = pfs::UserId::parse(s);
     if let Ok(l) = study::lessons::validate_lesson_path(s) {
-        assert!(l.split('/').all(|seg| !seg.is_empty() && seg != ".." && !seg.starts_with('.')), "{l:?}");
+        assert!(
+            l.split('/')
+                .all(|seg| !seg.is_empty() && seg != ".." && !seg.starts_with('.')),
+            "{l:?}"
+        );
         for c in study::lessons::candidates(&l) {
             assert!(!c.starts_with('/'), "{c:?}");
         }
