@@ -27,7 +27,7 @@ pub enum FsCmd {
         )]
         agent_id: String,
         /// Do not load the sample book into an empty store.
-        #[arg(long, env = "PANAVERSITY_NO_SAMPLE")]
+        #[arg(long, env = "PANAVERSITY_NO_SAMPLE", num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set, value_parser = crate::config::bool_value)]
         no_sample: bool,
     },
     /// Compare the journal with storage; report (and with --repair, fix) desyncs.
@@ -213,7 +213,7 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
                 print_json(&report)?;
             } else {
                 println!(
-                    "journal rows: {}  objects scanned: {}  blobs missing: {}  blobs corrupt: {}  canonical missing: {}  canonical mismatch: {}  orphans: {}  repaired: {}  unrepairable: {}",
+                    "journal rows: {}  objects scanned: {}  blobs missing: {}  blobs corrupt: {}  canonical missing: {}  canonical mismatch: {}  orphans: {}  symlinks: {}  repaired: {}  unrepairable: {}",
                     report.journal_rows,
                     report.objects_scanned,
                     report.blobs_missing,
@@ -221,6 +221,7 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
                     report.canonical_missing,
                     report.canonical_mismatch,
                     report.orphans,
+                    report.symlinks,
                     report.repaired,
                     report.unrepairable
                 );

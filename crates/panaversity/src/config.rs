@@ -205,19 +205,22 @@ fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parse a boolean environment value the way operators write them.
-pub fn truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    )
+/// The value parser of every boolean flag/environment setting ([`platform::boolean::parse_bool`]:
+/// 1/0, true/false, yes/no, on/off).
+pub fn bool_value(v: &str) -> Result<bool, String> {
+    platform::boolean::parse_bool(v)
 }
 
-/// Dev mode from either name (`PANAVERSITY_DEV_MODE`, or the predecessor's `DEV_MODE`).
-pub fn dev_mode_from_env() -> bool {
-    ["PANAVERSITY_DEV_MODE", "DEV_MODE"]
-        .iter()
-        .any(|k| std::env::var(k).is_ok_and(|v| truthy(&v)))
+/// Dev mode from either name (`PANAVERSITY_DEV_MODE`, or the predecessor's `DEV_MODE`); an
+/// unreadable value is an error, not a silent "off".
+pub fn dev_mode_from_env() -> anyhow::Result<bool> {
+    let mut on = false;
+    for k in ["PANAVERSITY_DEV_MODE", "DEV_MODE"] {
+        on |= platform::boolean::env_bool(k)
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or(false);
+    }
+    Ok(on)
 }
 
 /// Comma-separated list.

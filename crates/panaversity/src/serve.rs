@@ -35,7 +35,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PANAVERSITY_DEV_AGENT_ID", default_value = "dev-agent")]
     pub dev_agent_id: String,
     /// Allow dev mode on a non-loopback address (never in production).
-    #[arg(long, env = "PANAVERSITY_ALLOW_DEV_MODE_PUBLIC")]
+    #[arg(long, env = "PANAVERSITY_ALLOW_DEV_MODE_PUBLIC", num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set, value_parser = crate::config::bool_value)]
     pub allow_dev_mode_public: bool,
 
     #[command(flatten)]
@@ -106,6 +106,45 @@ pub struct ServeArgs {
     /// Largest ChatKit request body in bytes.
     #[arg(long, env = "STUDY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub study_max_body_bytes: usize,
+    /// Seconds a client has to send a complete request head (also the longest idle wait between
+    /// keep-alive requests on HTTP/1).
+    #[arg(
+        long,
+        env = "PANAVERSITY_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds without traffic after which a connection is closed.
+    #[arg(long, env = "PANAVERSITY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Client connections served at once; more are refused with 503 (lowered to fit the
+    /// open-file limit).
+    #[arg(long, env = "PANAVERSITY_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Time budget of one grep_search, milliseconds (then SEARCH_TIMEOUT with partial results).
+    #[arg(long, env = "PANAVERSITY_GREP_TIMEOUT_MS", default_value_t = 5000)]
+    pub grep_timeout_ms: u64,
+    /// Threads that run grep_search scans at low priority (0: one per CPU but one).
+    #[arg(long, env = "PANAVERSITY_GREP_THREADS", default_value_t = 0)]
+    pub grep_threads: usize,
+    /// Most file bytes one grep_search scans (then it stops with truncated=true).
+    #[arg(long, env = "PANAVERSITY_GREP_MAX_SCAN_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub grep_max_scan_bytes: u64,
+    /// Largest asset get_asset returns inline with include_binary (bigger: PAYLOAD_TOO_LARGE
+    /// naming the asset's URL).
+    #[arg(long, env = "PANAVERSITY_MAX_INLINE_ASSET_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_inline_asset_bytes: u64,
+    /// Seconds a credential rejected by the SSO / API-key server is rejected without asking again.
+    #[arg(
+        long,
+        env = "PANAVERSITY_AUTH_NEGATIVE_CACHE_SECS",
+        default_value_t = 30
+    )]
+    pub auth_negative_cache_secs: u64,
+    /// Remote checks (userinfo, API-key server) of unknown credentials one client address may
+    /// cause per minute (then 429).
+    #[arg(long, env = "PANAVERSITY_AUTH_REMOTE_PER_MINUTE", default_value_t = 60)]
+    pub auth_remote_per_minute: u32,
     /// Database pool size.
     #[arg(long, env = "PANAVERSITY_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -119,15 +158,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PANAVERSITY_DB_STATEMENT_TIMEOUT", default_value_t = 15)]
     pub db_statement_timeout: u64,
     /// Ping each pooled connection before handing it out (one extra round trip per acquire).
-    #[arg(long, env = "PANAVERSITY_DB_TEST_BEFORE_ACQUIRE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PANAVERSITY_DB_TEST_BEFORE_ACQUIRE", default_value_t = true, action = clap::ArgAction::Set, value_parser = crate::config::bool_value)]
     pub db_test_before_acquire: bool,
     /// SQLite: run the hot lookups (a file's journal row on every read, the current hash before a
     /// write) inline on query-only connections and write_content's transaction on one direct
     /// write connection, instead of through the pool's worker threads (one hand-off per statement).
-    #[arg(long, env = "PANAVERSITY_DB_SQLITE_DIRECT", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PANAVERSITY_DB_SQLITE_DIRECT", default_value_t = true, action = clap::ArgAction::Set, value_parser = crate::config::bool_value)]
     pub db_sqlite_direct: bool,
     /// Do not load the sample book into an empty store.
-    #[arg(long, env = "PANAVERSITY_NO_SAMPLE")]
+    #[arg(long, env = "PANAVERSITY_NO_SAMPLE", num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set, value_parser = crate::config::bool_value)]
     pub no_sample: bool,
 
     /// Redis URL: shared rate limits and lesson cache. Without it both are in-process.
@@ -291,22 +330,6 @@ impl ReadyCheck for StorageReady {
     }
 }
 
-/// The lesson source as last seen by the cache (no I/O): non-critical, cached lessons still serve.
-struct LessonSourceReady(Arc<study::lessons::LessonService>);
-
-#[async_trait::async_trait]
-impl ReadyCheck for LessonSourceReady {
-    async fn check(&self) -> Vec<CheckResult> {
-        let st = self.0.source_status();
-        let name = format!("lesson_source:{}", st.source);
-        vec![if st.healthy {
-            CheckResult::pass(name, false)
-        } else {
-            CheckResult::fail(name, false, st.last_error.unwrap_or_default())
-        }]
-    }
-}
-
 struct RedisReady(Arc<platform::ratelimit::RedisLimiter>);
 
 #[async_trait::async_trait]
@@ -350,13 +373,18 @@ fn auth_config(args: &ServeArgs, dev: bool, db: &Db, public_url: &str) -> AuthCo
             .or_else(|| base.as_ref().map(|b| format!("{b}/api/auth/userinfo"))),
         resource_url: Some(format!("{public_url}/mcp")),
         authorization_servers: base.into_iter().collect(),
+        remote_limits: platform::auth::guard::RemoteLimits {
+            negative_ttl: Duration::from_secs(args.auth_negative_cache_secs),
+            per_source_per_minute: args.auth_remote_per_minute,
+        },
     }
 }
 
 /// Run the server until Ctrl-C / SIGTERM.
 pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let dev = args.dev || config::dev_mode_from_env();
+    let fd_soft = platform::conn::raise_fd_limit();
+    let dev = args.dev || config::dev_mode_from_env()?;
     let bind = config::parse_bind(&args.bind)?;
     platform::auth::check_dev_mode(dev, bind, args.allow_dev_mode_public)?;
     let run_fs = args.only != Some(Only::Study);
@@ -399,6 +427,19 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
     )));
     auth.warm_up().await;
 
+    let mut allowed_hosts = match &args.allowed_hosts {
+        Some(h) => config::split_list(h),
+        None => vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+    };
+    if let Some(host) = public_url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .map(platform::http::host_of)
+        && !allowed_hosts.contains(&host)
+    {
+        allowed_hosts.push(host);
+    }
     let mut checks: Vec<Arc<dyn ReadyCheck>> = vec![Arc::new(DbReadyCheck {
         db: db.clone(),
         name: "database".into(),
@@ -408,19 +449,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     if run_fs {
         checks.push(Arc::new(StorageReady(engine.storage().clone())));
-        let mut allowed_hosts = match &args.allowed_hosts {
-            Some(h) => config::split_list(h),
-            None => vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-        };
-        if let Some(host) = public_url
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).to_string())
-            && !allowed_hosts.contains(&host)
-        {
-            allowed_hosts.push(host);
-        }
         let cfg = pfs_mcp::PfsMcpConfig {
             public_base_url: public_url.clone(),
             cdn_base_url: args.cdn_base_url.trim_end_matches('/').to_string(),
@@ -433,8 +461,12 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             archive_time_budget: Duration::try_from_secs_f64(args.archive_time_budget_secs)
                 .ok()
                 .filter(|d| !d.is_zero()),
-            allowed_hosts,
+            allowed_hosts: allowed_hosts.clone(),
             max_asset_bytes: args.storage.max_asset_size_mb * 1024 * 1024,
+            max_inline_asset_bytes: args.max_inline_asset_bytes,
+            grep_timeout: Duration::from_millis(args.grep_timeout_ms.max(1)),
+            grep_max_scan_bytes: args.grep_max_scan_bytes,
+            grep_concurrency: args.grep_threads,
             max_request_body_bytes: args.max_body_bytes,
             ..Default::default()
         };
@@ -509,7 +541,8 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => study::lessons::CacheConfig::memory(),
         };
         let lessons = Arc::new(study::lessons::LessonService::new(source, cache));
-        checks.push(Arc::new(LessonSourceReady(lessons.clone())));
+        // Readiness covers this server's own dependencies only: a lesson source (GitHub, a docs
+        // directory) is outside them, and a request must never be able to flip readiness.
         let llm = match study::llm::LlmConfig::from_env() {
             Some(cfg) => Some(study::llm::LlmClient::new(cfg)?),
             None => {
@@ -547,7 +580,14 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let opts = HttpOptions {
         max_body_bytes: args.max_body_bytes,
         allowed_origins: config::split_list(&args.allowed_origins),
+        // Dev mode trusts headers for identity, so every route is closed to foreign Hosts.
+        allowed_hosts: dev.then(|| allowed_hosts.clone()),
         ..Default::default()
+    };
+    let limits = platform::conn::ConnLimits {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+        max_connections: platform::conn::fit_connections(args.max_connections, fd_soft, 128),
     };
     let app = platform::http::common_layers(app, &opts);
     tracing::info!(
@@ -560,6 +600,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         startup_ms = started.elapsed().as_millis() as u64,
         "panaversity ready: MCP at http://{local}/mcp, ChatKit at http://{local}/chatkit"
     );
-    platform::http::serve(app, listener, platform::http::shutdown_signal()).await?;
+    platform::http::serve_with(app, listener, limits, platform::http::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

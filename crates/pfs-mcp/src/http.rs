@@ -49,7 +49,10 @@ async fn auth_unless_signed(
     if signed && bearer_token(req.headers()).is_none() {
         return next.run(req).await;
     }
-    match auth.authenticate(req.headers()).await {
+    match auth
+        .authenticate_from(req.headers(), platform::auth::peer_ip(&req))
+        .await
+    {
         Ok(id) => {
             req.extensions_mut().insert(id);
             next.run(req).await

@@ -14,12 +14,14 @@
 pub mod archive;
 pub mod args;
 pub mod auth;
+mod grep;
 pub mod http;
 pub mod metrics;
 mod ops;
 pub mod output;
 mod replay;
 mod revise;
+mod scan_pool;
 pub mod schema;
 pub mod sign;
 pub mod state;

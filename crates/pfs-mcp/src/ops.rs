@@ -1,7 +1,7 @@
 //! The tool operations over the [`pfs::Engine`]: argument parsing into typed ids/paths,
 //! authorization of overlays, and shaping of the results.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use pfs::engine::{AssetStatus, Engine, JournalEntry, ListView, Source};
-use pfs::search::{GlobMatcher, GrepQuery, GrepResult, is_grep_candidate};
+use pfs::search::{GlobMatcher, is_grep_candidate};
 use pfs::{Actor, BookId, BookPath, DirPrefix, Namespace, PfsError, RequestKey, UserId};
 use platform::Identity;
 use serde::Serialize;
@@ -26,7 +26,7 @@ const MAX_BULK_READ_BYTES: u64 = 32 * 1024 * 1024;
 const READ_CONCURRENCY: usize = 8;
 
 /// The blobs of `entries`, in order, read `READ_CONCURRENCY` at a time.
-fn read_stream(
+pub(crate) fn read_stream(
     engine: &Engine,
     entries: &[JournalEntry],
 ) -> impl futures::Stream<Item = Result<Bytes, PfsError>> + Send + 'static {
@@ -511,18 +511,29 @@ impl PfsTools {
             Err(e) => return Err(self.explain_not_found(&book, e).await),
         };
         let binary = if a.include_binary {
-            let max = self.state.config.max_asset_bytes;
+            // The reply carries the base64 twice (structured content and its text copy), so
+            // inline bytes are capped well below the upload limit; bigger assets are fetched
+            // from their URL or the archive.
+            let max = self
+                .state
+                .config
+                .max_inline_asset_bytes
+                .min(self.state.config.max_asset_bytes);
             if entry.size > max {
+                let info = self.asset_info(&entry, None);
                 return Err(PfsError::PayloadTooLarge {
                     what: format!(
-                        "inline bytes of {path}; download it with get_book_archive scope=assets"
+                        "inline bytes of {path} (download {} or use get_book_archive scope=assets)",
+                        info.cdn_url
                     ),
                     size: entry.size,
                     limit: max,
                 });
             }
             let bytes = self.engine().read_entry(&entry).await?;
-            Some(base64::engine::general_purpose::STANDARD.encode(&bytes))
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            drop(bytes);
+            Some(encoded)
         } else {
             None
         };
@@ -619,7 +630,11 @@ impl PfsTools {
     }
 
     /// The books a search covers.
-    async fn search_books(&self, book_id: &str, all_books: bool) -> Result<Vec<BookId>, PfsError> {
+    pub(crate) async fn search_books(
+        &self,
+        book_id: &str,
+        all_books: bool,
+    ) -> Result<Vec<BookId>, PfsError> {
         if !all_books {
             return Ok(vec![self.existing_book(book_id).await?]);
         }
@@ -632,7 +647,7 @@ impl PfsTools {
     }
 
     /// Base rows plus `user`'s own overlay rows of a book (never other users').
-    async fn search_entries(
+    pub(crate) async fn search_entries(
         &self,
         book: &BookId,
         user: Option<&UserId>,
@@ -685,74 +700,6 @@ impl PfsTools {
             count: matches.len(),
             matches,
             files,
-        })
-    }
-
-    pub(crate) async fn op_grep_search(
-        &self,
-        id: Identity,
-        a: GrepSearchArgs,
-    ) -> Result<GrepSearchOutput, PfsError> {
-        let user = auth::search_user(&id, a.user_id.as_deref())?;
-        let cap = self.state.config.grep_max_results.max(1);
-        let max = a.max_results.unwrap_or(100);
-        if max == 0 || max > cap as u64 {
-            return Err(PfsError::InvalidInput(format!(
-                "max_results must be between 1 and {cap}, got {max}"
-            )));
-        }
-        let query = GrepQuery::new(&a.pattern, false, max as usize)?;
-        let mut result = GrepResult::default();
-        let mut skipped = 0usize;
-        let mut origin: HashMap<String, (String, String, &'static str)> = HashMap::new();
-        'books: for book in self.search_books(&a.book_id, a.all_books).await? {
-            let mut files: Vec<JournalEntry> = Vec::new();
-            for e in self.search_entries(&book, user.as_ref()).await? {
-                if !e.path.starts_with("content/") || !is_grep_candidate(&e.path) {
-                    continue;
-                }
-                if e.size > self.state.config.grep_max_file_bytes {
-                    skipped += 1;
-                    continue;
-                }
-                files.push(e);
-            }
-            let mut blobs = read_stream(self.engine(), &files);
-            let mut i = 0;
-            while let Some(bytes) = blobs.next().await {
-                let e = &files[i];
-                i += 1;
-                let bytes = bytes?;
-                let key = Engine::canonical_key(e);
-                let ns = if e.is_overlay() { "overlay" } else { "base" };
-                origin.insert(key.clone(), (e.book_id.clone(), e.path.clone(), ns));
-                if !query.scan(&key, &bytes, &mut result) {
-                    break 'books;
-                }
-            }
-        }
-        let matches: Vec<GrepMatch> = result
-            .matches
-            .into_iter()
-            .map(|m| {
-                let (book_id, path, ns) = origin.get(&m.path).cloned().unwrap_or_default();
-                GrepMatch {
-                    file_path: m.path,
-                    book_id,
-                    path,
-                    namespace: ns.to_string(),
-                    line_number: m.line_number as u64,
-                    matched_line: m.line.trim().to_string(),
-                }
-            })
-            .collect();
-        Ok(GrepSearchOutput {
-            pattern: a.pattern,
-            count: matches.len(),
-            matches,
-            truncated: result.truncated,
-            files_scanned: result.files_scanned,
-            files_skipped: skipped,
         })
     }
 

@@ -34,6 +34,14 @@ pub struct PfsMcpConfig {
     pub grep_max_results: usize,
     /// Largest file `grep_search` reads (bigger files are skipped).
     pub grep_max_file_bytes: u64,
+    /// Time budget of one `grep_search` (then `SEARCH_TIMEOUT` with partial results).
+    pub grep_timeout: Duration,
+    /// Most file bytes one `grep_search` scans (then it ends with `truncated: true`).
+    pub grep_max_scan_bytes: u64,
+    /// Scans running at once (others wait, within their own deadline). 0: one per CPU but one.
+    pub grep_concurrency: usize,
+    /// Largest asset `get_asset` returns inline with `include_binary` (decoded bytes).
+    pub max_inline_asset_bytes: u64,
     /// Identity used over stdio (no HTTP request there). Over HTTP the auth middleware decides.
     pub stdio_identity: Option<Identity>,
 }
@@ -51,6 +59,10 @@ impl Default for PfsMcpConfig {
             max_request_body_bytes: 16 * 1024 * 1024,
             grep_max_results: 1000,
             grep_max_file_bytes: 4 * 1024 * 1024,
+            grep_timeout: Duration::from_secs(5),
+            grep_max_scan_bytes: 64 * 1024 * 1024,
+            grep_concurrency: 0,
+            max_inline_asset_bytes: 4 * 1024 * 1024,
             stdio_identity: None,
         }
     }
@@ -63,6 +75,8 @@ pub struct PfsMcpState {
     pub engine: Engine,
     /// MCP-layer settings.
     pub config: Arc<PfsMcpConfig>,
+    /// Low-priority threads for `grep_search` scans (CPU-bound work off the async workers).
+    pub scan_pool: crate::scan_pool::ScanPool,
 }
 
 impl PfsMcpState {
@@ -72,9 +86,17 @@ impl PfsMcpState {
         if config.archive_signing_key.is_empty() {
             config.archive_signing_key = random_key();
         }
+        let slots = match config.grep_concurrency {
+            // One core stays free for the async workers (health checks, other requests).
+            0 => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
+            n => n,
+        };
         PfsMcpState {
             engine,
             config: Arc::new(config),
+            scan_pool: crate::scan_pool::ScanPool::new(slots),
         }
     }
 }

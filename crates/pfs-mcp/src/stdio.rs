@@ -28,6 +28,7 @@ where
     let state = PfsMcpState {
         engine: state.engine,
         config: Arc::new(config),
+        scan_pool: state.scan_pool,
     };
     let running = PfsTools::new(state)
         .serve((read, write))

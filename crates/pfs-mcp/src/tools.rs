@@ -35,12 +35,43 @@ pub struct PfsTools {
 /// The tool table is built once per process (schemas included), not once per HTTP request.
 static ROUTER: OnceLock<Arc<ToolRouter<PfsTools>>> = OnceLock::new();
 
+/// An error a tool can answer with: a stable code (for metrics and the body) and the JSON body
+/// `{"error": {"code", "message", …}}`. [`PfsError`] is one; `grep_search` adds its own codes.
+pub trait ToolError {
+    /// The stable error code.
+    fn code_str(&self) -> &'static str;
+    /// The error body.
+    fn body(&self) -> Value;
+    /// Log it as fits its kind.
+    fn log(&self, tool: &'static str);
+}
+
+impl ToolError for PfsError {
+    fn code_str(&self) -> &'static str {
+        self.code().as_str()
+    }
+
+    fn body(&self) -> Value {
+        self.to_json()
+    }
+
+    fn log(&self, tool: &'static str) {
+        match self {
+            PfsError::Internal(msg) => tracing::error!(tool, error = %msg, "tool failed"),
+            PfsError::Storage(msg) => {
+                tracing::warn!(tool, error = %msg, "tool failed: storage")
+            }
+            other => tracing::debug!(tool, error = %other, "tool refused"),
+        }
+    }
+}
+
 /// Turn a tool outcome into the MCP result: success → the JSON object as `structuredContent` and
 /// as text; error → `isError: true` with `{"error": {...}}` as text.
-pub fn tool_result(
+pub fn tool_result<E: ToolError>(
     tool: &'static str,
     started: Instant,
-    res: Result<Value, PfsError>,
+    res: Result<Value, E>,
 ) -> CallToolResult {
     match res {
         Ok(v) => {
@@ -48,16 +79,9 @@ pub fn tool_result(
             CallToolResult::structured(v)
         }
         Err(e) => {
-            let code = e.code().as_str();
-            crate::metrics::tool_call(tool, code, started.elapsed());
-            match &e {
-                PfsError::Internal(msg) => tracing::error!(tool, error = %msg, "tool failed"),
-                PfsError::Storage(msg) => {
-                    tracing::warn!(tool, error = %msg, "tool failed: storage")
-                }
-                other => tracing::debug!(tool, error = %other, "tool refused"),
-            }
-            CallToolResult::error(vec![ContentBlock::text(e.to_json().to_string())])
+            crate::metrics::tool_call(tool, e.code_str(), started.elapsed());
+            e.log(tool);
+            CallToolResult::error(vec![ContentBlock::text(e.body().to_string())])
         }
     }
 }
@@ -81,7 +105,7 @@ impl PfsTools {
     }
 
     /// Shared envelope: identity → scope → arguments → operation → result.
-    async fn call<A, O, F, Fut>(
+    async fn call<A, O, E, F, Fut>(
         &self,
         tool: &'static str,
         need: Need,
@@ -92,15 +116,16 @@ impl PfsTools {
     where
         A: DeserializeOwned,
         O: Serialize,
+        E: ToolError + From<PfsError>,
         F: FnOnce(Identity, A) -> Fut,
-        Fut: Future<Output = Result<O, PfsError>>,
+        Fut: Future<Output = Result<O, E>>,
     {
         let started = Instant::now();
-        let res = async {
+        let res: Result<Value, E> = async {
             let id = auth::caller(ctx, self.state.config.stdio_identity.as_ref())?;
             auth::require(&id, need)?;
             let a: A = decode_args(args)?;
-            to_value(op(id, a).await?)
+            Ok(to_value(op(id, a).await?)?)
         }
         .await;
         tool_result(tool, started, res)
@@ -128,7 +153,7 @@ impl PfsTools {
         RFut: Future<Output = Result<O, PfsError>>,
     {
         let started = Instant::now();
-        let res = async {
+        let res: Result<Value, PfsError> = async {
             let id = auth::caller(ctx, self.state.config.stdio_identity.as_ref())?;
             auth::require(&id, Need::Write)?;
             let mut flat = flatten_args(args)?;
@@ -406,8 +431,9 @@ impl PfsTools {
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let cancel = ctx.ct.clone();
         self.call("grep_search", Need::Read, args, &ctx, |id, a| {
-            self.op_grep_search(id, a)
+            self.op_grep_search(id, a, cancel)
         })
         .await
     }

@@ -13,6 +13,10 @@
 //!
 //! Rows whose blob and canonical object are both missing or wrong cannot be repaired; they are
 //! reported as `unrepairable`.
+//!
+//! On the fs backend every symbolic link inside the store is a `symlink` issue (the backend never
+//! follows links, so whatever it points to is not part of the store); `repair` removes the link
+//! itself, never its target, and the next run re-materializes what the journal says belongs there.
 
 use std::collections::HashSet;
 
@@ -26,7 +30,7 @@ use crate::storage::blob_key;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FsckIssue {
     /// `blob_missing`, `blob_corrupt`, `canonical_missing`, `canonical_mismatch`, `orphan`,
-    /// `unrepairable`, `storage_error`.
+    /// `unrepairable`, `storage_error`, `symlink`.
     pub kind: String,
     /// The storage key concerned.
     pub key: String,
@@ -51,6 +55,8 @@ pub struct FsckReport {
     pub canonical_missing: u64,
     pub canonical_mismatch: u64,
     pub orphans: u64,
+    /// Symbolic links found inside the store (fs backend).
+    pub symlinks: u64,
     pub repaired: u64,
     pub unrepairable: u64,
     /// Where orphans were moved (when any were quarantined).
@@ -88,6 +94,28 @@ impl Engine {
         };
         if repair && rep.pending_before > 0 {
             rep.pending_completed = self.reconcile_pending().await.unwrap_or(0) as u64;
+        }
+        if let Some(links) = storage.find_symlinks("").await {
+            for key in links? {
+                rep.symlinks += 1;
+                let mut is = issue(
+                    "symlink",
+                    &key,
+                    None,
+                    "symbolic link inside the store (never followed)".into(),
+                );
+                if repair {
+                    match storage.remove_symlink(&key).await {
+                        Ok(()) => {
+                            is.repaired = true;
+                            is.detail = "link removed (its target untouched); run fsck --repair again to re-materialize".into();
+                            rep.repaired += 1;
+                        }
+                        Err(err) => is.detail.push_str(&format!("; removal failed: {err}")),
+                    }
+                }
+                rep.issues.push(is);
+            }
         }
         let rows = self.all_journal_rows().await?;
         rep.journal_rows = rows.len() as u64;

@@ -28,8 +28,19 @@
 //! line terminator (capped at [`MAX_LINE_CHARS`] characters). Files that are not UTF-8 are skipped.
 //! The search stops after `max_results` matches; `truncated` is true only when a further match
 //! exists.
+//!
+//! # Bounds ([`ScanBudget`], [`GrepQuery::scan_bounded`])
+//!
+//! A pattern whose compiled program exceeds [`REGEX_SIZE_LIMIT`] is refused
+//! ([`PatternError::TooComplex`], the `PATTERN_TOO_COMPLEX` code at the edge). A scan is cut into
+//! chunks of whole lines (at most [`SCAN_CHUNK_BYTES`] unless one line is longer) and the budget —
+//! a deadline, a byte cap, a cancellation flag — is checked before every chunk, so no scan
+//! outlives its deadline by more than one chunk's work. Callers run it on a blocking thread.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use globset::GlobBuilder;
 use regex::{Regex, RegexBuilder};
@@ -45,10 +56,14 @@ pub const MAX_GREP_PATTERN_CHARS: usize = 500;
 pub const MAX_GREP_RESULTS: usize = 1000;
 /// Longest line returned by grep, in characters (longer lines are cut and end with `…`).
 pub const MAX_LINE_CHARS: usize = 500;
-/// Compiled-program size limit for grep patterns (bytes).
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Compiled-program size limit for grep patterns (bytes). `(a{1,100}){1,100}b` and
+/// `\w{200}\w{200}` exceed it; ordinary patterns are a few KB.
+pub const REGEX_SIZE_LIMIT: usize = 256 << 10;
 /// Lazy-DFA cache limit for grep patterns (bytes).
-const REGEX_DFA_SIZE_LIMIT: usize = 2 << 20;
+pub const REGEX_DFA_SIZE_LIMIT: usize = 2 << 20;
+/// Largest piece of a file searched between two budget checks (whole lines; one longer line is
+/// searched on its own).
+pub const SCAN_CHUNK_BYTES: usize = 64 << 10;
 
 /// A compiled glob pattern (see the module docs for the syntax).
 #[derive(Debug, Clone)]
@@ -152,22 +167,37 @@ pub struct GrepQuery {
 
 impl GrepQuery {
     /// Compile `pattern` (1..=500 characters) with size limits; `max_results` must be 1..=1000.
-    /// A bad pattern or limit is `INVALID_INPUT` naming the problem.
+    /// A bad pattern or limit is `INVALID_INPUT` naming the problem (a pattern over the size
+    /// limits too; [`GrepQuery::compile`] tells that case apart).
     pub fn new(
         pattern: &str,
         case_insensitive: bool,
         max_results: usize,
     ) -> Result<GrepQuery, PfsError> {
+        GrepQuery::compile(pattern, case_insensitive, max_results).map_err(|e| match e {
+            PatternError::Invalid(e) => e,
+            PatternError::TooComplex(m) => PfsError::InvalidInput(m),
+        })
+    }
+
+    /// Like [`GrepQuery::new`], but a pattern over the compiled-size limits is
+    /// [`PatternError::TooComplex`].
+    pub fn compile(
+        pattern: &str,
+        case_insensitive: bool,
+        max_results: usize,
+    ) -> Result<GrepQuery, PatternError> {
+        let invalid = |m: String| PatternError::Invalid(PfsError::InvalidInput(m));
         if pattern.is_empty() {
-            return Err(PfsError::InvalidInput("the grep pattern is empty".into()));
+            return Err(invalid("the grep pattern is empty".into()));
         }
         if pattern.chars().count() > MAX_GREP_PATTERN_CHARS {
-            return Err(PfsError::InvalidInput(format!(
+            return Err(invalid(format!(
                 "the grep pattern is longer than {MAX_GREP_PATTERN_CHARS} characters"
             )));
         }
         if !(1..=MAX_GREP_RESULTS).contains(&max_results) {
-            return Err(PfsError::InvalidInput(format!(
+            return Err(invalid(format!(
                 "max_results must be between 1 and {MAX_GREP_RESULTS}, got {max_results}"
             )));
         }
@@ -179,14 +209,12 @@ impl GrepQuery {
             .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
             .nest_limit(64)
             .build()
-            .map_err(|e| {
-                let why = match e {
-                    regex::Error::CompiledTooBig(_) => {
-                        "the pattern is too complex (compiled size limit)".to_string()
-                    }
-                    other => other.to_string(),
-                };
-                PfsError::InvalidInput(format!("Invalid regex pattern: {why}"))
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => PatternError::TooComplex(format!(
+                    "the pattern is too complex: its compiled program exceeds {limit} bytes; \
+                     use fewer or smaller counted repetitions"
+                )),
+                other => invalid(format!("Invalid regex pattern: {other}")),
             })?;
         Ok(GrepQuery { re, max_results })
     }
@@ -212,6 +240,45 @@ impl GrepQuery {
         !result.truncated
     }
 
+    /// Search one file into `result` in chunks of whole lines, checking `budget` before each
+    /// chunk (and charging the file's bytes to it). `Ok(true)`: go on with the next file;
+    /// `Ok(false)`: the result is full (truncated); `Err(stop)`: the budget ran out, `result`
+    /// holds what was found so far.
+    pub fn scan_bounded(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        result: &mut GrepResult,
+        budget: &ScanBudget,
+    ) -> Result<bool, ScanStop> {
+        if result.truncated {
+            return Ok(false);
+        }
+        budget.check()?;
+        budget.charge(bytes.len() as u64)?;
+        result.files_scanned += 1;
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Ok(true);
+        };
+        let mut first_line = 1usize;
+        for chunk in line_chunks(text, SCAN_CHUNK_BYTES) {
+            budget.check()?;
+            if grep_text(
+                path,
+                chunk,
+                first_line,
+                &self.re,
+                &mut result.matches,
+                self.max_results,
+            ) {
+                result.truncated = true;
+                return Ok(false);
+            }
+            first_line += count_newlines(chunk.as_bytes());
+        }
+        Ok(true)
+    }
+
     /// Search a sequence of files (in the given order).
     pub fn run<'a, I>(&self, files: I) -> GrepResult
     where
@@ -225,6 +292,109 @@ impl GrepQuery {
         }
         result
     }
+}
+
+/// Why a grep pattern was refused.
+#[derive(Debug)]
+pub enum PatternError {
+    /// Bad syntax or limits: an `INVALID_INPUT` error.
+    Invalid(PfsError),
+    /// The compiled program exceeds the size limits (`PATTERN_TOO_COMPLEX`).
+    TooComplex(String),
+}
+
+/// Why a bounded scan stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanStop {
+    /// The deadline passed.
+    Deadline,
+    /// The per-call byte cap was reached.
+    ByteCap,
+    /// The caller went away.
+    Cancelled,
+}
+
+/// What one scan may spend: a deadline, a byte cap and a cancellation flag (set by the caller
+/// when the client goes away or the request timed out). Shared across threads.
+#[derive(Debug, Clone)]
+pub struct ScanBudget {
+    deadline: Instant,
+    max_bytes: u64,
+    scanned: Arc<std::sync::atomic::AtomicU64>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl ScanBudget {
+    /// A budget ending at `deadline` and covering at most `max_bytes` of file content.
+    pub fn new(deadline: Instant, max_bytes: u64) -> ScanBudget {
+        ScanBudget {
+            deadline,
+            max_bytes,
+            scanned: Arc::default(),
+            cancel: Arc::default(),
+        }
+    }
+
+    /// When the scan must end.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Stop the scan at its next check.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes charged so far.
+    pub fn scanned_bytes(&self) -> u64 {
+        self.scanned.load(Ordering::Relaxed)
+    }
+
+    /// `Err` once cancelled or past the deadline.
+    pub fn check(&self) -> Result<(), ScanStop> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(ScanStop::Cancelled);
+        }
+        if Instant::now() >= self.deadline {
+            return Err(ScanStop::Deadline);
+        }
+        Ok(())
+    }
+
+    fn charge(&self, n: u64) -> Result<(), ScanStop> {
+        let before = self.scanned.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.max_bytes {
+            return Err(ScanStop::ByteCap);
+        }
+        Ok(())
+    }
+}
+
+/// `text` cut after newlines into pieces of at most `max` bytes (a longer line is one piece).
+fn line_chunks(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    let mut first = true;
+    std::iter::from_fn(move || {
+        if rest.is_empty() && !std::mem::take(&mut first) {
+            return None;
+        }
+        first = false;
+        let b = rest.as_bytes();
+        let end = if b.len() <= max {
+            b.len()
+        } else {
+            match b[..max].iter().rposition(|&c| c == b'\n') {
+                Some(i) => i + 1,
+                None => b[max..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |i| max + i + 1),
+            }
+        };
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// Whether grep looks into this file by default: markdown pages (`.md`, `.mdx`), like the
@@ -250,9 +420,22 @@ pub fn grep_bytes(
     let Ok(text) = std::str::from_utf8(bytes) else {
         return false;
     };
+    grep_text(path, text, 1, re, out, max_results)
+}
+
+/// [`grep_bytes`] over text whose first line has number `first_line`.
+fn grep_text(
+    path: &str,
+    text: &str,
+    first_line: usize,
+    re: &Regex,
+    out: &mut Vec<GrepMatch>,
+    max_results: usize,
+) -> bool {
+    let bytes = text.as_bytes();
     let len = text.len();
     let mut pos = 0;
-    let mut line_no = 1usize;
+    let mut line_no = first_line;
     let mut counted_to = 0usize;
     while pos <= len {
         let Some(m) = re.find_at(text, pos) else {
@@ -507,6 +690,106 @@ mod tests {
         let limit = if cfg!(debug_assertions) { 2000 } else { 100 };
         println!("grep over {} bytes: {elapsed:?}", text.len());
         assert!(elapsed.as_millis() < limit, "{elapsed:?}");
+    }
+
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn pathological_patterns_are_too_complex() {
+        for p in [
+            r"(a{1,100}){1,100}b",
+            r"\w{200}\w{200}",
+            r"(.{1,100}){1,100}x",
+        ] {
+            match GrepQuery::compile(p, false, 10) {
+                Err(PatternError::TooComplex(m)) => assert!(m.contains("too complex"), "{m}"),
+                other => panic!("{p}: {other:?}"),
+            }
+        }
+        for p in [
+            r"needle-\d+",
+            r"(?i)python",
+            r"^#{1,6} \w+",
+            r"[A-Z][a-z]{2,20}",
+        ] {
+            GrepQuery::compile(p, false, 10).unwrap();
+        }
+    }
+
+    #[test]
+    fn chunked_scan_matches_the_unbounded_scan() {
+        let mut text = String::new();
+        for i in 0..30_000 {
+            text.push_str(&format!(
+                "line {i} {}\n",
+                if i % 7 == 0 { "hit" } else { "miss" }
+            ));
+        }
+        // One line longer than a chunk in the middle.
+        text.push_str(&"x".repeat(SCAN_CHUNK_BYTES * 2));
+        text.push_str(" hit\nlast hit");
+        let q = GrepQuery::new("hit", false, 1000).unwrap();
+        let plain = q.run([("f", text.as_bytes())]);
+        let budget = ScanBudget::new(far(), u64::MAX);
+        let mut bounded = GrepResult::default();
+        assert_eq!(
+            q.scan_bounded("f", text.as_bytes(), &mut bounded, &budget),
+            Ok(false)
+        );
+        assert_eq!(plain, bounded);
+        let q = GrepQuery::new("^last hit$|^x+ hit$", false, 1000).unwrap();
+        let mut tail = GrepResult::default();
+        q.scan_bounded("f", text.as_bytes(), &mut tail, &budget)
+            .unwrap();
+        let got: Vec<usize> = tail.matches.iter().map(|m| m.line_number).collect();
+        assert_eq!(got, vec![30_001, 30_002], "line numbers survive chunking");
+        for (t, max) in [("", 10), ("a\nb\n", 1), ("\n\n", 3)] {
+            let pieces: Vec<&str> = line_chunks(t, max).collect();
+            assert_eq!(pieces.concat(), t);
+        }
+    }
+
+    #[test]
+    fn budget_stops_a_scan_by_deadline_bytes_or_cancel() {
+        let text = "abc\n".repeat(100_000);
+        let q = GrepQuery::new("zzz", false, 10).unwrap();
+        let past = ScanBudget::new(Instant::now(), u64::MAX);
+        let mut r = GrepResult::default();
+        assert_eq!(
+            q.scan_bounded("f", text.as_bytes(), &mut r, &past),
+            Err(ScanStop::Deadline)
+        );
+        let small = ScanBudget::new(far(), 1000);
+        assert_eq!(
+            q.scan_bounded("f", text.as_bytes(), &mut r, &small),
+            Err(ScanStop::ByteCap)
+        );
+        let b = ScanBudget::new(far(), u64::MAX);
+        assert_eq!(q.scan_bounded("f", b"zzz", &mut r, &b), Ok(true));
+        b.cancel();
+        assert_eq!(
+            q.scan_bounded("f", b"zzz", &mut r, &b),
+            Err(ScanStop::Cancelled)
+        );
+        assert_eq!(r.matches.len(), 1, "what was found before the stop is kept");
+    }
+
+    #[test]
+    fn a_slow_scan_stops_within_one_chunk_of_its_deadline() {
+        // A costly but accepted pattern over long lines: without the budget this takes seconds.
+        let line = format!("{}\n", "a".repeat(8_000));
+        let text = line.repeat(400);
+        let q = GrepQuery::new(r"(a{1,30}){1,30}b", false, 10).unwrap();
+        let started = Instant::now();
+        let b = ScanBudget::new(started + std::time::Duration::from_millis(100), u64::MAX);
+        let mut r = GrepResult::default();
+        let res = q.scan_bounded("f", text.as_bytes(), &mut r, &b);
+        let took = started.elapsed();
+        println!("stopped after {took:?}: {res:?}");
+        assert_eq!(res, Err(ScanStop::Deadline));
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     }
 
     proptest! {

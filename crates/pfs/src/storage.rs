@@ -264,11 +264,121 @@ struct FsPaths {
     tmp: std::path::PathBuf,
 }
 
+/// The error inside an `io::Error` when a path of the store runs through a symbolic link.
+#[derive(Debug)]
+struct SymlinkRefused;
+
+impl fmt::Display for SymlinkRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("symbolic link refused")
+    }
+}
+
+impl std::error::Error for SymlinkRefused {}
+
+/// Open flags that refuse a symbolic link as the last component.
+#[cfg(unix)]
+fn no_follow(o: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    o.custom_flags(libc::O_NOFOLLOW)
+}
+
+#[cfg(not(unix))]
+fn no_follow(o: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    o
+}
+
 impl FsPaths {
     /// The file of `key` (keys are validated book paths or internal blob keys: relative, no
     /// `..`, no empty segments).
     fn file(&self, key: &str) -> std::path::PathBuf {
         self.root.join(key)
+    }
+
+    /// Refuse `key` when an existing component of it below the root is a symbolic link (a link
+    /// planted in the store would send reads and writes outside it). Opens add `O_NOFOLLOW`.
+    fn refuse_symlinks(&self, key: &str) -> std::io::Result<()> {
+        let mut p = self.root.clone();
+        for seg in key.split('/').filter(|s| !s.is_empty()) {
+            p.push(seg);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(std::io::Error::other(SymlinkRefused));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys (relative to the root) of every symbolic link under `prefix`, without following any.
+    fn find_symlinks(&self, prefix: &str) -> std::io::Result<Vec<String>> {
+        let mut found = Vec::new();
+        self.walk(prefix, &mut |key, ft, _| {
+            if ft.is_symlink() {
+                found.push(key);
+            }
+        })?;
+        found.sort();
+        Ok(found)
+    }
+
+    /// Every regular file under the directory `prefix` (`""` or ending in `/`) with its size,
+    /// links skipped, never followed.
+    fn list_files(&self, prefix: &str) -> std::io::Result<Vec<(String, u64)>> {
+        let mut files = Vec::new();
+        self.walk(prefix, &mut |key, ft, len| {
+            if ft.is_file() {
+                files.push((key, len));
+            }
+        })?;
+        files.sort();
+        Ok(files)
+    }
+
+    /// Visit every entry below the directory `prefix` (not following links): `(key, type, size)`.
+    fn walk(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(String, std::fs::FileType, u64),
+    ) -> std::io::Result<()> {
+        let start = self.root.join(prefix);
+        if let Ok(m) = std::fs::symlink_metadata(&start)
+            && m.file_type().is_symlink()
+        {
+            visit(prefix.trim_end_matches('/').to_string(), m.file_type(), 0);
+            return Ok(());
+        }
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let ft = entry.file_type()?;
+                let path = entry.path();
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let key = rel.to_string_lossy().replace('\\', "/");
+                if ft.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let len = if ft.is_file() {
+                    entry.metadata().map(|m| m.len()).unwrap_or(0)
+                } else {
+                    0
+                };
+                visit(key, ft, len);
+            }
+        }
+        Ok(())
     }
 
     /// Write `bytes` to `key` atomically: a new temp file, fsync (unless `!durable`), rename over
@@ -282,9 +392,10 @@ impl FsPaths {
         durable: bool,
     ) -> std::io::Result<()> {
         use std::io::Write;
+        self.refuse_symlinks(key)?;
         let target = self.file(key);
         if skip_if_size
-            && let Ok(m) = std::fs::metadata(&target)
+            && let Ok(m) = std::fs::symlink_metadata(&target)
             && m.len() == bytes.len() as u64
         {
             return Ok(());
@@ -339,10 +450,12 @@ impl FsPaths {
     /// mix while it is rewritten, as it could see a short file before; the service's own reads
     /// use the blobs.
     fn copy(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.refuse_symlinks(from)?;
+        self.refuse_symlinks(to)?;
         let target = self.file(to);
-        let mut src = std::fs::File::open(self.file(from))?;
+        let mut src = no_follow(std::fs::OpenOptions::new().read(true)).open(self.file(from))?;
         let mut dst = with_parent_dir(&target, || {
-            std::fs::OpenOptions::new()
+            no_follow(&mut std::fs::OpenOptions::new())
                 .write(true)
                 .create(true)
                 .truncate(false)
@@ -355,7 +468,8 @@ impl FsPaths {
     /// Read exactly the first `size` bytes of `key` (fewer if the file is shorter).
     fn read_sized(&self, key: &str, size: u64) -> std::io::Result<Bytes> {
         use std::io::Read;
-        let f = std::fs::File::open(self.file(key))?;
+        self.refuse_symlinks(key)?;
+        let f = no_follow(std::fs::OpenOptions::new().read(true)).open(self.file(key))?;
         let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         f.take(size).read_to_end(&mut buf)?;
         Ok(Bytes::from(buf))
@@ -400,6 +514,16 @@ fn with_parent_dir<T>(
 
 /// Map a local-file error like an OpenDAL one (no paths in the message).
 fn fs_error(e: std::io::Error) -> PfsError {
+    let link = e.get_ref().is_some_and(|r| r.is::<SymlinkRefused>())
+        || e.raw_os_error() == Some(libc::ELOOP);
+    if link {
+        tracing::warn!(error = %e, "storage: a symbolic link in the store was refused");
+        return PfsError::Storage(
+            "a symbolic link in the store was refused (the fs backend never follows links; \
+             run `panaversity fs fsck`)"
+                .into(),
+        );
+    }
     if e.kind() == std::io::ErrorKind::NotFound {
         PfsError::NotFound {
             what: "object".into(),
@@ -547,8 +671,39 @@ impl Storage {
         }
     }
 
+    /// On the fs backend, refuse a key that runs through a symbolic link.
+    fn refuse_symlinks(&self, key: &str) -> Result<()> {
+        match &self.fs {
+            Some(fs) => fs.refuse_symlinks(key).map_err(fs_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Keys of the symbolic links under `prefix` (fs backend; `None` elsewhere).
+    pub async fn find_symlinks(&self, prefix: &str) -> Option<Result<Vec<String>>> {
+        let fs = self.fs.clone()?;
+        let prefix = prefix.to_string();
+        Some(fs_blocking(move || fs.find_symlinks(&prefix)).await)
+    }
+
+    /// Remove the symbolic link at `key` itself (never its target; fs backend only).
+    pub async fn remove_symlink(&self, key: &str) -> Result<()> {
+        let Some(fs) = self.fs.clone() else {
+            return Ok(());
+        };
+        let path = fs.file(key);
+        fs_blocking(move || {
+            if std::fs::symlink_metadata(&path)?.file_type().is_symlink() {
+                std::fs::remove_file(&path)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Write `bytes` at `key` (replacing any object there).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.refuse_symlinks(key)?;
         let d = self.fault_before(FaultOp::Put, key)?;
         self.op.write(key, bytes).await?;
         Self::fault_after(d, FaultOp::Put, key)
@@ -569,6 +724,7 @@ impl Storage {
 
     /// Read the whole object; `NOT_FOUND` when missing.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
+        self.refuse_symlinks(key)?;
         self.fault_before(FaultOp::Get, key)?;
         Ok(self.op.read(key).await?.to_bytes())
     }
@@ -605,6 +761,7 @@ impl Storage {
 
     /// Size of the object, `None` when missing.
     pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
+        self.refuse_symlinks(key)?;
         match self.op.stat(key).await {
             Ok(m) => Ok(Some(m.content_length())),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -614,6 +771,7 @@ impl Storage {
 
     /// Delete `key`; deleting a missing object succeeds.
     pub async fn delete(&self, key: &str) -> Result<()> {
+        self.refuse_symlinks(key)?;
         let d = self.fault_before(FaultOp::Delete, key)?;
         match self.op.delete(key).await {
             Ok(()) => {}
@@ -656,6 +814,7 @@ impl Storage {
 
     /// A streaming reader over the whole object (bounded memory).
     pub async fn reader(&self, key: &str) -> Result<opendal::FuturesAsyncReader> {
+        self.refuse_symlinks(key)?;
         self.fault_before(FaultOp::Get, key)?;
         let r = self.op.reader_with(key).chunk(256 * 1024).await?;
         Ok(r.into_futures_async_read(..).await?)
@@ -663,6 +822,7 @@ impl Storage {
 
     /// Stream the object through sha256: `(hex, size)`, or `None` when missing.
     pub async fn hash_object(&self, key: &str) -> Result<Option<(String, u64)>> {
+        self.refuse_symlinks(key)?;
         let reader = match self.op.reader(key).await {
             Ok(r) => r,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
@@ -692,6 +852,13 @@ impl Storage {
 
     /// All objects (not directories) under `prefix` (e.g. `books/`), recursively: `(key, size)`.
     pub async fn list_files(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        if let Some(fs) = self.fs.clone()
+            && (prefix.is_empty() || prefix.ends_with('/'))
+        {
+            // Our own walk: links are skipped, never followed (fsck reports them).
+            let prefix = prefix.to_string();
+            return fs_blocking(move || fs.list_files(&prefix)).await;
+        }
         let entries = match self.op.list_with(prefix).recursive(true).await {
             Ok(v) => v,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -778,7 +945,10 @@ impl Storage {
     /// [`Storage::stat`] on the calling thread (local-file backend; `None` otherwise).
     pub fn stat_blocking(&self, key: &str) -> Option<Result<Option<u64>>> {
         let fs = self.fs.as_ref()?;
-        Some(match std::fs::metadata(fs.file(key)) {
+        if let Err(e) = fs.refuse_symlinks(key) {
+            return Some(Err(fs_error(e)));
+        }
+        Some(match std::fs::symlink_metadata(fs.file(key)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(fs_error(e)),

@@ -4,7 +4,6 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +39,9 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Browser origins allowed by CORS (exact `scheme://host[:port]`); empty = no CORS.
     pub allowed_origins: Vec<String>,
+    /// When set, every route answers only requests whose `Host` (port ignored) is listed
+    /// (DNS-rebinding protection, on in dev mode); others get 403 `FORBIDDEN_HOST`.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for HttpOptions {
@@ -48,6 +50,7 @@ impl Default for HttpOptions {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),
+            allowed_hosts: None,
         }
     }
 }
@@ -136,6 +139,45 @@ async fn request_id_mw(mut req: Request, next: Next) -> Response {
         res.headers_mut().insert(X_REQUEST_ID, hv);
     }
     res
+}
+
+/// The host of a `Host` header value or authority, lower-cased, without port or IPv6 brackets.
+pub fn host_of(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if a.matches(':').count() > 1 {
+        a // a bare IPv6 address
+    } else {
+        a.split(':').next().unwrap_or("")
+    };
+    host.to_ascii_lowercase()
+}
+
+async fn host_check_mw(
+    State(allowed): State<Arc<Vec<String>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let ok = presented
+        .as_deref()
+        .map(host_of)
+        .is_some_and(|h| allowed.iter().any(|a| host_of(a) == h));
+    if !ok {
+        metrics::counter!("http_forbidden_host_total").increment(1);
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN_HOST",
+            "this Host is not served here (DNS-rebinding protection); use an allowed host name",
+        );
+    }
+    next.run(req).await
 }
 
 async fn timeout_mw(State(limit): State<Duration>, req: Request, next: Next) -> Response {
@@ -230,6 +272,13 @@ where
             },
         )
         .on_failure(());
+    let router = match &opts.allowed_hosts {
+        Some(hosts) => router.layer(middleware::from_fn_with_state(
+            Arc::new(hosts.clone()),
+            host_check_mw,
+        )),
+        None => router,
+    };
     router
         .layer(RequestBodyLimitLayer::new(opts.max_body_bytes))
         .layer(DefaultBodyLimit::max(opts.max_body_bytes))
@@ -383,29 +432,32 @@ pub fn health_router(ready_check: Arc<dyn ReadyCheck>, metrics: PrometheusHandle
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves, then stop accepting and wait for
-/// in-flight requests (including streams) to finish. Handlers can read `ConnectInfo<SocketAddr>`.
+/// in-flight requests (including streams) to finish, with the default connection limits
+/// ([`crate::conn::ConnLimits`]). Handlers can read `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     router: Router,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
-    let addr = listener.local_addr().ok();
-    tracing::info!(?addr, "HTTP server listening");
-    // No Nagle delay: responses and SSE frames go out as soon as they are written (with Nagle, a
-    // small write waits for the ACK of the previous one, which a delayed-ACK client holds back).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(
+    serve_with(
+        router,
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        crate::conn::ConnLimits::default(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
-    .map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"))?;
+}
+
+/// [`serve`] with explicit connection limits.
+pub async fn serve_with(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    limits: crate::conn::ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, ?limits, "HTTP server listening");
+    crate::conn::serve_with_limits(router, listener, limits, shutdown).await?;
     tracing::info!(?addr, "HTTP server stopped");
     Ok(())
 }

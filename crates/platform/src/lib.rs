@@ -4,6 +4,8 @@
 //! for the design decisions.
 
 pub mod auth;
+pub mod boolean;
+pub mod conn;
 pub mod db;
 pub mod http;
 pub mod identity;

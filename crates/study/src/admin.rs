@@ -1,13 +1,13 @@
 //! `POST /admin/invalidate-cache`: drop cached lessons after the docs changed.
 //!
 //! Auth: `X-Admin-Secret` compared in constant time (SHA-256 of both sides, then `subtle`), 401
-//! when missing or wrong; the route answers 404 when no secret is configured. Body: an optional
+//! when missing or wrong; the route answers 404 when no secret is configured. The body is read only
+//! after the secret matched, and only up to [`MAX_BODY_BYTES`] (413 beyond). Body: an optional
 //! JSON array of lesson paths (all lessons when the body is empty or `null`).
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,6 +20,8 @@ use crate::lessons::LessonService;
 
 /// Most paths accepted in one request.
 pub const MAX_PATHS: usize = 10_000;
+/// Largest request body (a list of lesson paths).
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
 
 #[derive(Clone)]
 struct AdminState {
@@ -44,7 +46,9 @@ pub fn secret_matches(expected_digest: &[u8; 32], presented: &[u8]) -> bool {
     bool::from(expected_digest.ct_eq(&digest(presented)))
 }
 
-async fn invalidate(State(st): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn invalidate(State(st): State<AdminState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers: HeaderMap = parts.headers;
     let Some(expected) = st.secret.as_ref() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -63,6 +67,13 @@ async fn invalidate(State(st): State<AdminState>, headers: HeaderMap, body: Byte
             "missing or invalid X-Admin-Secret",
         );
     }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body is over {MAX_BODY_BYTES} bytes; send fewer paths or none (all)"),
+        );
+    };
     let paths: Option<Vec<String>> = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {

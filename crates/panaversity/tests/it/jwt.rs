@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::support::{BOOK, LESSON, Server, ServerOpts, TempData, client, now, spawn_router};
 
-const ISS: &str = "https://sso.e2e.test";
-const AUD: &str = "panaversity-e2e";
+pub(crate) const ISS: &str = "https://sso.e2e.test";
+pub(crate) const AUD: &str = "panaversity-e2e";
 
 /// rand 0.9's thread RNG behind the rand_core 0.6 traits the `rsa` crate wants.
 struct TestRng;
@@ -41,13 +41,13 @@ impl rsa::rand_core::RngCore for TestRng {
 impl rsa::rand_core::CryptoRng for TestRng {}
 
 /// An RS256 signing key and its public JWK.
-struct TestKey {
+pub(crate) struct TestKey {
     kid: String,
     enc: EncodingKey,
-    jwk: Value,
+    pub(crate) jwk: Value,
 }
 
-fn rsa_key(kid: &str) -> TestKey {
+pub(crate) fn rsa_key(kid: &str) -> TestKey {
     let key = rsa::RsaPrivateKey::new(&mut TestRng, 2048).unwrap();
     let der = key.to_pkcs1_der().unwrap();
     let enc = EncodingKey::from_rsa_der(der.as_bytes());
@@ -60,13 +60,13 @@ fn rsa_key(kid: &str) -> TestKey {
     }
 }
 
-fn sign(key: &TestKey, claims: &Value) -> String {
+pub(crate) fn sign(key: &TestKey, claims: &Value) -> String {
     let mut h = Header::new(Algorithm::RS256);
     h.kid = Some(key.kid.clone());
     jsonwebtoken::encode(&h, claims, &key.enc).unwrap()
 }
 
-fn claims(sub: &str, scope: &str) -> Value {
+pub(crate) fn claims(sub: &str, scope: &str) -> Value {
     json!({"sub": sub, "iss": ISS, "aud": AUD, "iat": now(), "exp": now() + 600,
            "scope": scope, "name": "Student", "email": format!("{sub}@example.com")})
 }

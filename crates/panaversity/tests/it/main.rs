@@ -11,6 +11,7 @@ mod jwt;
 mod power_loss;
 mod reconciler;
 mod redis;
+mod security;
 mod shutdown;
 mod stdio;
 mod support;

@@ -243,6 +243,14 @@ impl std::fmt::Debug for JwksVerifier {
     }
 }
 
+/// The claims of a JWT payload (JSON), as [`JwksVerifier::verify`] maps them after the signature
+/// checked out: the part of JWT handling that reads attacker-chosen JSON (fuzzed in `fuzz/`).
+pub fn claims_from_payload(json: &[u8]) -> Result<Claims, AuthError> {
+    let raw: RawClaims = serde_json::from_slice(json)
+        .map_err(|e| AuthError::Invalid(format!("unreadable claims: {e}")))?;
+    raw.into_claims()
+}
+
 /// After a failed fetch with no keys at all, retry at most this often.
 const EMPTY_RETRY: Duration = Duration::from_secs(1);
 

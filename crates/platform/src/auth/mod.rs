@@ -7,18 +7,25 @@
 //! - otherwise `Authorization: Bearer <token>` where the token is
 //!   - `pvk_…`: an API key from our database ([`ApiKeyStore`]),
 //!   - `pana_…`, `sk_live_…`, `sk_test_…`: an API key checked by the external auth server,
-//!   - a JWT (three dot-separated parts): verified against the JWKS ([`JwksVerifier`]); when that
-//!     fails and a userinfo endpoint is configured, the token is tried there too,
+//!   - a JWT (three dot-separated base64url parts): decided by the JWKS ([`JwksVerifier`]) alone
+//!     when JWKS is configured — a JWT rejected there (wrong `aud`/`iss`, bad signature) is never
+//!     retried elsewhere; only without JWKS does the userinfo endpoint judge it,
 //!   - anything else: an opaque token checked through the SSO userinfo endpoint (when configured).
 //!
+//! Remote checks (userinfo, external API keys) pass a [`guard::RemoteGuard`]: a credential the
+//! remote service rejected is rejected locally for a while (negative cache), and each client
+//! address may cause only so many remote checks of uncached credentials per minute (429).
+//!
 //! Failures are [`AuthError`]s: 401 with `WWW-Authenticate: Bearer … resource_metadata=…`
-//! (RFC 6750 / RFC 9728), or 503 when the verifying service is unreachable.
+//! (RFC 6750 / RFC 9728), 429 when a client exhausts its remote checks, or 503 when the verifying
+//! service is unreachable.
 
 pub mod apikey;
+pub mod guard;
 pub mod jwks;
 pub mod remote;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +69,9 @@ pub enum AuthError {
     /// The service that verifies credentials (JWKS, SSO, auth server, database) is unreachable.
     #[error("authentication service unavailable: {0}")]
     Unavailable(String),
+    /// This client caused too many remote credential checks; retry after the given seconds.
+    #[error("too many unverified credentials from this client; retry in {0} s")]
+    RateLimited(u64),
 }
 
 impl AuthError {
@@ -72,6 +82,7 @@ impl AuthError {
                 StatusCode::UNAUTHORIZED
             }
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -82,6 +93,7 @@ impl AuthError {
             AuthError::Invalid(_) => "invalid",
             AuthError::Expired => "expired",
             AuthError::Unavailable(_) => "unavailable",
+            AuthError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -89,10 +101,10 @@ impl AuthError {
     /// given. Body: `{"error":{"code":"UNAUTHORIZED"|"AUTH_UNAVAILABLE","message":…}}`.
     pub fn to_response(&self, resource_metadata_url: Option<&str>) -> Response {
         let status = self.status();
-        let code = if status == StatusCode::UNAUTHORIZED {
-            "UNAUTHORIZED"
-        } else {
-            "AUTH_UNAVAILABLE"
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+            StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+            _ => "AUTH_UNAVAILABLE",
         };
         let message = self.to_string();
         let body = serde_json::json!({ "error": { "code": code, "message": message } });
@@ -109,8 +121,13 @@ impl AuthError {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, hv);
             }
         } else {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            let after = match self {
+                AuthError::RateLimited(s) => s.to_string(),
+                _ => "5".to_string(),
+            };
+            if let Ok(hv) = HeaderValue::from_str(&after) {
+                resp.headers_mut().insert(header::RETRY_AFTER, hv);
+            }
         }
         resp
     }
@@ -170,6 +187,8 @@ pub struct AuthConfig {
     /// This server's resource URL (RFC 9728), e.g. `https://fs.example.com/mcp`.
     pub resource_url: Option<String>,
     pub authorization_servers: Vec<String>,
+    /// Negative cache and per-source limit of remote checks.
+    pub remote_limits: guard::RemoteLimits,
 }
 
 /// Verifies credentials; share it as `Arc<Authenticator>`.
@@ -181,6 +200,7 @@ pub struct Authenticator {
     api_keys: Option<ApiKeyStore>,
     external: Option<ExternalKeyVerifier>,
     userinfo: Option<UserinfoVerifier>,
+    guard: guard::RemoteGuard,
     metadata_url: Option<String>,
 }
 
@@ -239,6 +259,7 @@ impl Authenticator {
             userinfo: cfg
                 .userinfo_url
                 .map(|u| UserinfoVerifier::new(u, REMOTE_TIMEOUT)),
+            guard: guard::RemoteGuard::new(cfg.remote_limits),
             metadata_url: cfg.resource_url.as_deref().map(resource_metadata_url),
         }
     }
@@ -293,13 +314,24 @@ impl Authenticator {
         resp
     }
 
-    /// Authenticate a request from its headers.
+    /// Authenticate a request from its headers (remote checks counted against one shared
+    /// "unknown source"; prefer [`Authenticator::authenticate_from`]).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        self.authenticate_from(headers, None).await
+    }
+
+    /// Authenticate a request from its headers; `source` is the client address, which bounds
+    /// how many remote checks of unknown credentials it can cause.
+    pub async fn authenticate_from(
+        &self,
+        headers: &HeaderMap,
+        source: Option<IpAddr>,
+    ) -> Result<Identity, AuthError> {
         if self.dev_mode {
             return self.dev_identity(headers);
         }
         let token = bearer_token(headers).ok_or(AuthError::Missing)?;
-        let res = self.verify_token(token).await;
+        let res = self.verify_token_from(token, source).await;
         let label = match &res {
             Ok(id) => method_label(id.method),
             Err(e) => e.reason(),
@@ -345,6 +377,38 @@ impl Authenticator {
 
     /// Verify a bearer token (without the `Bearer ` prefix).
     pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_token_from(token, None).await
+    }
+
+    /// A remote check of `token` through the negative cache and `source`'s budget.
+    async fn remote<F, Fut>(
+        &self,
+        token: &str,
+        source: Option<IpAddr>,
+        check: F,
+    ) -> Result<Identity, AuthError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Identity, AuthError>>,
+    {
+        let key = hash_key(token);
+        if let Some(e) = self.guard.cached_rejection(&key) {
+            return Err(e);
+        }
+        self.guard.admit(source)?;
+        let res = check().await;
+        if let Err(e) = &res {
+            self.guard.remember(key, e);
+        }
+        res
+    }
+
+    /// [`Authenticator::verify_token`] for a client at `source`.
+    pub async fn verify_token_from(
+        &self,
+        token: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Identity, AuthError> {
         if token.len() > 16 * 1024 {
             return Err(AuthError::Invalid("token too long".into()));
         }
@@ -375,27 +439,21 @@ impl Authenticator {
             let ext = self.external.as_ref().ok_or_else(|| {
                 AuthError::Invalid("external API keys are not accepted here".into())
             })?;
-            return ext.verify(token).await;
-        }
-        let looks_jwt = token.split('.').count() == 3;
-        if looks_jwt && let Some(jwt) = &self.jwt {
-            match jwt.verify(token).await {
-                Ok(c) => return Ok(identity_from_claims(c)),
-                Err(jwt_err) => {
-                    if let Some(ui) = &self.userinfo
-                        && !matches!(jwt_err, AuthError::Expired)
-                    {
-                        return ui.verify(token).await.map_err(|ui_err| match ui_err {
-                            AuthError::Unavailable(_) => ui_err,
-                            _ => jwt_err,
-                        });
-                    }
-                    return Err(jwt_err);
-                }
+            if ext.is_cached(token) {
+                return ext.verify(token).await;
             }
+            return self.remote(token, source, || ext.verify(token)).await;
+        }
+        let looks_jwt = looks_like_jwt(token);
+        if looks_jwt && let Some(jwt) = &self.jwt {
+            // Decided here alone: a JWT the JWKS rejects is never retried at userinfo.
+            return jwt.verify(token).await.map(identity_from_claims);
         }
         if let Some(ui) = &self.userinfo {
-            return ui.verify(token).await;
+            if ui.is_cached(token) {
+                return ui.verify(token).await;
+            }
+            return self.remote(token, source, || ui.verify(token)).await;
         }
         if looks_jwt {
             Err(AuthError::Invalid(
@@ -405,6 +463,18 @@ impl Authenticator {
             Err(AuthError::Invalid("unsupported token format".into()))
         }
     }
+}
+
+/// Three dot-separated base64url segments, header and payload non-empty: the compact JWS form.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && !parts[0].is_empty()
+        && !parts[1].is_empty()
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+        })
 }
 
 fn method_label(m: AuthMethod) -> &'static str {
@@ -437,13 +507,20 @@ pub async fn require_auth(
     mut req: Request,
     next: Next,
 ) -> Response {
-    match auth.authenticate(req.headers()).await {
+    match auth.authenticate_from(req.headers(), peer_ip(&req)).await {
         Ok(id) => {
             req.extensions_mut().insert(id);
             next.run(req).await
         }
         Err(e) => auth.reject(&e),
     }
+}
+
+/// The client address of a request served by [`crate::conn`] or `axum::serve` with connect info.
+pub fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// RFC 9728 protected-resource metadata at `/.well-known/oauth-protected-resource` and, when the
@@ -478,10 +555,10 @@ pub fn protected_resource_metadata_route(
     router
 }
 
-/// `PANAVERSITY_ALLOW_DEV_MODE_PUBLIC` is `true`/`1`/`yes` (the `allow_public` of [`check_dev_mode`]).
-pub fn dev_mode_public_allowed_from_env() -> bool {
-    std::env::var("PANAVERSITY_ALLOW_DEV_MODE_PUBLIC")
-        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+/// `PANAVERSITY_ALLOW_DEV_MODE_PUBLIC` through the one boolean parser (the `allow_public` of
+/// [`check_dev_mode`]); unset is `false`, an unreadable value an error.
+pub fn dev_mode_public_allowed_from_env() -> Result<bool, String> {
+    crate::boolean::env_bool("PANAVERSITY_ALLOW_DEV_MODE_PUBLIC").map(|v| v.unwrap_or(false))
 }
 
 /// Guard against running dev mode (no authentication) by accident. Always logs a loud warning in
@@ -512,6 +589,24 @@ pub fn check_dev_mode(dev_mode: bool, bind: SocketAddr, allow_public: bool) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_shape_and_claims_payloads() {
+        for jwt in ["eyJh.eyJz.sig", "a.b.", "a-_=.b.c"] {
+            assert!(looks_like_jwt(jwt), "{jwt}");
+        }
+        for not in [
+            "opaque", "a.b", "a..c", ".b.c", "a.b.c.d", "a b.c.d", "a.b.c/d",
+        ] {
+            assert!(!looks_like_jwt(not), "{not}");
+        }
+        let c = jwks::claims_from_payload(br#"{"sub":"u1","scope":"read write"}"#).unwrap();
+        assert_eq!(c.sub, "u1");
+        assert!(c.scope.read && c.scope.write && !c.scope.admin);
+        for bad in [&br#"{}"#[..], br#"{"sub":"system"}"#, b"[", br#"{"sub":7}"#] {
+            assert!(jwks::claims_from_payload(bad).is_err());
+        }
+    }
 
     #[test]
     fn metadata_url_inserts_well_known() {

@@ -124,7 +124,12 @@ impl ExternalKeyVerifier {
         EXTERNAL_KEY_PREFIXES.iter().any(|p| token.starts_with(p))
     }
 
-    /// Verify a key. Rejections are not cached; successes are, for 300 s.
+    /// Whether a verified answer for `key` is cached (no remote call needed).
+    pub fn is_cached(&self, key: &str) -> bool {
+        self.cache.get(&hash_key(key)).is_some()
+    }
+
+    /// Verify a key. Successes are cached for 300 s (rejections by the caller's guard).
     pub async fn verify(&self, key: &str) -> Result<Identity, AuthError> {
         let ck = hash_key(key);
         if let Some(id) = self.cache.get(&ck) {
@@ -213,6 +218,11 @@ impl UserinfoVerifier {
             http: http_client(timeout),
             cache: TtlCache::new(USERINFO_CACHE_TTL),
         }
+    }
+
+    /// Whether a verified answer for `token` is cached (no remote call needed).
+    pub fn is_cached(&self, token: &str) -> bool {
+        self.cache.get(&hash_key(token)).is_some()
     }
 
     /// Ask the SSO who owns `token`. 401 → invalid, other non-200 → invalid, network error → 503.

@@ -107,12 +107,12 @@ async fn external_api_keys_are_verified_and_cached() {
     auth.authenticate(&bearer("pana_good")).await.unwrap();
     assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
 
-    // Rejections are not cached.
+    // A rejection is remembered for a while (negative cache): asked once.
     for _ in 0..2 {
         let e = auth.authenticate(&bearer("sk_test_bad")).await.unwrap_err();
         assert!(matches!(e, AuthError::Invalid(_)), "{e:?}");
     }
-    assert_eq!(fake.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 2);
     // A valid answer without an owner is refused (never "unknown").
     let e = auth
         .authenticate(&bearer("sk_live_nouser"))
@@ -166,8 +166,8 @@ async fn opaque_tokens_use_userinfo() {
 }
 
 #[tokio::test]
-async fn jwt_failure_falls_back_to_userinfo() {
-    let (_fake, base) = start_fake().await;
+async fn a_jwt_is_decided_by_the_jwks_alone() {
+    let (fake, base) = start_fake().await;
     let k = rsa_key("k1");
     let jwks = start_jwks(&[&k]).await;
     let auth = Authenticator::new(AuthConfig {
@@ -181,11 +181,50 @@ async fn jwt_failure_falls_back_to_userinfo() {
         .await
         .unwrap();
     assert_eq!(id.method, AuthMethod::Jwt);
-    // A JWT-shaped token the JWKS can't verify but the SSO knows.
-    let id = auth.authenticate(&bearer("aaa.bbb.ccc")).await.unwrap();
-    assert_eq!(id.subject, "u-77");
-    assert_eq!(id.method, AuthMethod::Userinfo);
-    // Neither knows it: the JWT error is reported.
-    let e = auth.authenticate(&bearer("xxx.yyy.zzz")).await.unwrap_err();
+    // A JWT-shaped token the JWKS rejects is rejected, even though the SSO's userinfo would
+    // accept it (that retry let wrong-audience tokens in): userinfo is never asked.
+    let e = auth.authenticate(&bearer("aaa.bbb.ccc")).await.unwrap_err();
     assert!(matches!(e, AuthError::Invalid(_)), "{e:?}");
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 0);
+    // Opaque tokens still go to userinfo.
+    let id = auth.authenticate(&bearer("opaque-good")).await.unwrap();
+    assert_eq!(id.method, AuthMethod::Userinfo);
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn remote_checks_are_limited_per_source() {
+    let (fake, base) = start_fake().await;
+    let auth = Authenticator::new(AuthConfig {
+        userinfo_url: Some(format!("{base}/api/auth/oauth2/userinfo")),
+        remote_limits: platform::auth::guard::RemoteLimits {
+            negative_ttl: std::time::Duration::from_secs(30),
+            per_source_per_minute: 3,
+        },
+        ..Default::default()
+    });
+    let a = Some(std::net::IpAddr::from([10, 1, 1, 1]));
+    let b = Some(std::net::IpAddr::from([10, 1, 1, 2]));
+    for i in 0..3 {
+        let e = auth
+            .authenticate_from(&bearer(&format!("opaque-bad-{i}")), a)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AuthError::Invalid(_)), "{e:?}");
+    }
+    let e = auth
+        .authenticate_from(&bearer("opaque-bad-9"), a)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::RateLimited(_)), "{e:?}");
+    assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 3);
+    // Another address has its own budget; a cached good token costs nothing.
+    auth.authenticate_from(&bearer("opaque-good"), b)
+        .await
+        .unwrap();
+    auth.authenticate_from(&bearer("opaque-good"), a)
+        .await
+        .unwrap();
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 4);
 }

@@ -44,10 +44,16 @@ impl LessonSource for LocalDocsSource {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+                // A name the file system refuses is this request's problem, not an outage.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidFilename => {
+                    return Err(LessonError::InvalidPath(format!("{lesson_path:?}: {e}")));
+                }
                 Err(e) => {
+                    // Logged with the server path; the caller sees only the lesson path.
+                    tracing::warn!(path = %full.display(), error = %e, "cannot resolve a lesson");
                     return Err(LessonError::Unavailable(format!(
-                        "cannot resolve {}: {e}",
-                        full.display()
+                        "cannot resolve {rel}: {}",
+                        e.kind()
                     )));
                 }
             };
@@ -65,10 +71,13 @@ impl LessonSource for LocalDocsSource {
                     etag: None,
                 })),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => Err(LessonError::Unavailable(format!(
-                    "cannot read {}: {e}",
-                    canon.display()
-                ))),
+                Err(e) => {
+                    tracing::warn!(path = %canon.display(), error = %e, "cannot read a lesson");
+                    Err(LessonError::Unavailable(format!(
+                        "cannot read {rel}: {}",
+                        e.kind()
+                    )))
+                }
             };
         }
         Ok(None)

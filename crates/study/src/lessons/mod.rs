@@ -85,6 +85,9 @@ pub trait LessonSource: Send + Sync + 'static {
 
 /// Maximum length of a lesson path.
 pub const MAX_LESSON_PATH: usize = 512;
+/// Maximum length of one segment (file systems allow 255 bytes per name; the source adds an
+/// extension or `/README.md`).
+pub const MAX_LESSON_SEGMENT: usize = 200;
 
 /// Validate and normalise a lesson path: trailing slashes removed; only `[A-Za-z0-9_./-]`;
 /// no leading slash (absolute), no empty, `.` or `..` segments, no backslash or `%` (encoded).
@@ -112,6 +115,11 @@ pub fn validate_lesson_path(path: &str) -> Result<String, LessonError> {
         }
         if seg.starts_with('.') {
             return bad("hidden segment");
+        }
+        if seg.len() > MAX_LESSON_SEGMENT {
+            return bad(&format!(
+                "a segment is longer than {MAX_LESSON_SEGMENT} characters"
+            ));
         }
     }
     Ok(p.to_string())
@@ -152,8 +160,10 @@ mod tests {
             "a/.git/config",
             "a b",
             "a?x=1",
+            &format!("01-Part/{}", "x".repeat(MAX_LESSON_SEGMENT + 1)),
         ] {
             assert!(validate_lesson_path(bad).is_err(), "{bad}");
         }
+        validate_lesson_path(&format!("01-Part/{}", "x".repeat(MAX_LESSON_SEGMENT))).unwrap();
     }
 }
