@@ -32,6 +32,7 @@ mod cli_sync;
 mod config;
 mod sample;
 mod serve;
+mod study_args;
 
 use clap::{Parser, Subcommand};
 

@@ -158,6 +158,8 @@ pub struct ServeArgs {
         default_value = "https://raw.githubusercontent.com"
     )]
     pub github_raw_base_url: String,
+    #[command(flatten)]
+    pub study_streams: crate::study_args::StudyStreamArgs,
 }
 
 /// The storage configuration from flags.
@@ -508,12 +510,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let tutor = Arc::new(study::tutor::StudyTutor::new(lessons.clone(), llm));
-        let state = study::server::StudyState {
-            store,
-            tutor,
-            limiter: limiter.clone(),
-            max_body_bytes: args.study_max_body_bytes,
-        };
+        let state =
+            args.study_streams
+                .state(store, tutor, limiter.clone(), args.study_max_body_bytes);
         let study_routes = study::server::chatkit_router(state)
             .merge(study::suggestions::suggestion_routes(
                 lessons.clone(),

@@ -6,8 +6,10 @@ pub mod lessons;
 pub mod llm;
 pub mod server;
 pub mod store;
+pub mod streaming;
 pub mod suggestions;
 pub mod turn;
+pub mod turns;
 pub mod tutor;
 
 pub use turn::{HistoryMessage, Mode, Role, TurnInput, Tutor, TutorEvent};

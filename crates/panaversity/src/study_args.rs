@@ -1,0 +1,56 @@
+//! Settings of the Study Mode turns (`serve`): checkpointing, resumable streams, duplicates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use platform::ratelimit::RateLimiter;
+
+/// How ChatKit turns checkpoint, run without a client, and detect duplicates.
+#[derive(Debug, Clone, Args)]
+pub struct StudyStreamArgs {
+    /// Longest time (ms) a streamed reply's received text stays unsaved.
+    #[arg(long, env = "STUDY_STREAM_CHECKPOINT_MS", default_value_t = 250)]
+    pub stream_checkpoint_ms: u64,
+    /// Unsaved reply bytes that force a checkpoint sooner.
+    #[arg(long, env = "STUDY_STREAM_CHECKPOINT_BYTES", default_value_t = 2048)]
+    pub stream_checkpoint_bytes: usize,
+    /// A streaming reply not checkpointed for this long (its server died) is shown as
+    /// interrupted; live replies refresh it every third of it.
+    #[arg(long, env = "STUDY_STREAM_LEASE_SECS", default_value_t = 30)]
+    pub stream_lease_secs: u64,
+    /// A turn keeps generating this long after its last client went away (then it stops and
+    /// keeps its partial reply); clients re-attach with `threads.resume_stream`.
+    #[arg(long, env = "STUDY_DETACHED_TURN_SECS", default_value_t = 120)]
+    pub detached_turn_secs: u64,
+    /// How long a finished turn can still be re-attached to (and answers duplicates).
+    #[arg(long, env = "STUDY_TURN_RETAIN_SECS", default_value_t = 120)]
+    pub turn_retain_secs: u64,
+    /// The same message within this many seconds is a retry, not a new turn (0: only
+    /// `Idempotency-Key` headers deduplicate).
+    #[arg(long, env = "STUDY_DEDUPE_WINDOW_SECS", default_value_t = 10)]
+    pub dedupe_window_secs: u64,
+}
+
+impl StudyStreamArgs {
+    /// The `/chatkit` state with these settings.
+    pub fn state(
+        &self,
+        store: study::store::ThreadStore,
+        tutor: Arc<dyn study::Tutor>,
+        limiter: Arc<dyn RateLimiter>,
+        max_body_bytes: usize,
+    ) -> study::server::StudyState {
+        let store = store.with_stream_lease(Duration::from_secs(self.stream_lease_secs.max(1)));
+        let streams = study::turns::StreamSettings {
+            checkpoint_interval: Duration::from_millis(self.stream_checkpoint_ms.max(10)),
+            checkpoint_bytes: self.stream_checkpoint_bytes.max(1),
+            detached_limit: Duration::from_secs(self.detached_turn_secs),
+            retain: Duration::from_secs(self.turn_retain_secs),
+        };
+        let mut state =
+            study::server::StudyState::with_streams(store, tutor, limiter, max_body_bytes, streams);
+        state.dedupe_window = Duration::from_secs(self.dedupe_window_secs);
+        state
+    }
+}
