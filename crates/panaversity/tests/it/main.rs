@@ -4,6 +4,7 @@
 mod api_keys;
 mod cli;
 mod config_file;
+mod crash_stream;
 mod dev_serve;
 mod disk_full;
 mod http_hardening;
