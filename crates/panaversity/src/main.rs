@@ -30,6 +30,7 @@ static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 mod cli_fs;
 mod cli_sync;
 mod config;
+mod legacy_env;
 mod sample;
 mod serve;
 mod study_args;
@@ -74,11 +75,22 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::from(2);
     }
+    // The predecessor's environment (SSO_URL, CONTENT_CACHE_TTL, STUDY_MODE_CHATKIT_*, …).
+    let legacy_notes = match legacy_env::apply() {
+        Ok(notes) => notes,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let cli = Cli::parse();
     platform::telemetry::init_tracing(platform::telemetry::TracingConfig {
         json: cli.common.log_format == config::LogFormat::Json,
         filter: cli.common.log_level.clone(),
     });
+    for note in legacy_notes {
+        tracing::info!("predecessor setting: {note}");
+    }
     platform::install_crypto_provider();
     pfs::storage::init_process();
     let rt = match tokio::runtime::Builder::new_multi_thread()

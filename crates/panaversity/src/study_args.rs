@@ -30,6 +30,13 @@ pub struct StudyStreamArgs {
     /// `Idempotency-Key` headers deduplicate).
     #[arg(long, env = "STUDY_DEDUPE_WINDOW_SECS", default_value_t = 10)]
     pub dedupe_window_secs: u64,
+    /// Lifetime of a cached lesson in seconds (the predecessor's CONTENT_CACHE_TTL).
+    #[arg(long, env = "STUDY_LESSON_CACHE_TTL_SECS", default_value_t = 24 * 3600)]
+    pub lesson_cache_ttl_secs: u64,
+    /// The student name the tutor uses in dev mode when a request has no X-User-Name
+    /// (the predecessor's DEV_USER_NAME).
+    #[arg(long, env = "STUDY_DEV_USER_NAME")]
+    pub dev_user_name: Option<String>,
 }
 
 impl StudyStreamArgs {
@@ -51,6 +58,25 @@ impl StudyStreamArgs {
         let mut state =
             study::server::StudyState::with_streams(store, tutor, limiter, max_body_bytes, streams);
         state.dedupe_window = Duration::from_secs(self.dedupe_window_secs);
+        state.dev_user_name = self.dev_user_name.clone();
         state
+    }
+}
+
+/// The tutor's lesson source: the explicit one; else GitHub when `GITHUB_REPO` or `GITHUB_TOKEN`
+/// is set (the predecessor always read GitHub); else this server's own book store when it also
+/// serves PanaversityFS (so the tutor teaches the lesson an agent just edited, and a student's
+/// overlay); else the local docs directory.
+pub fn lesson_source(
+    explicit: Option<crate::config::LessonSourceKind>,
+    serves_fs: bool,
+) -> crate::config::LessonSourceKind {
+    use crate::config::LessonSourceKind;
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    match explicit {
+        Some(k) => k,
+        None if set("GITHUB_REPO") || set("GITHUB_TOKEN") => LessonSourceKind::Github,
+        None if serves_fs => LessonSourceKind::Pfs,
+        None => LessonSourceKind::Local,
     }
 }

@@ -50,6 +50,8 @@ pub struct StudyState {
     pub streams: StreamSettings,
     /// An identical message within this window is a retry (zero: only `Idempotency-Key`).
     pub dedupe_window: Duration,
+    /// The student name in dev mode when neither `X-User-Name` nor `?user_name=` gives one.
+    pub dev_user_name: Option<String>,
 }
 
 impl StudyState {
@@ -85,6 +87,7 @@ impl StudyState {
             turns: Arc::new(TurnHub::new(streams.retain)),
             streams,
             dedupe_window: streaming::DEFAULT_DEDUPE_WINDOW,
+            dev_user_name: None,
         }
     }
 }
@@ -209,7 +212,13 @@ async fn chatkit(State(st): State<Arc<StudyState>>, req: Request) -> Response {
     let owner = owner_of(&identity);
     let caller = Caller {
         owner,
-        user_name: non_empty(identity.name.clone()).or(non_empty(query.user_name)),
+        user_name: non_empty(identity.name.clone())
+            .or(non_empty(query.user_name))
+            .or_else(|| {
+                (identity.method == AuthMethod::Dev)
+                    .then(|| st.dev_user_name.clone())
+                    .flatten()
+            }),
         lesson_path: non_empty(query.lesson_path),
         selected_text: non_empty(query.selected_text),
     };

@@ -182,8 +182,7 @@ async fn kill_9_mid_stream_keeps_the_partial_reply_and_the_next_turn_works() {
         assert_eq!(next.status(), 200);
         let next = next.text().await.unwrap();
         assert_eq!(deltas(&next), full_reply(), "{label}: {next}");
-        let bodies = requests.lock().unwrap();
-        let sent = bodies[before..]
+        let sent = requests.lock().unwrap()[before..]
             .iter()
             .find(|b| b["stream"] == json!(true))
             .expect("a streamed call")
@@ -192,7 +191,6 @@ async fn kill_9_mid_stream_keeps_the_partial_reply_and_the_next_turn_works() {
             sent.contains(prefix.trim_end()),
             "{label}: history has the partial reply"
         );
-        drop(bodies);
         let stored = items(&server.base, &thread_id).await;
         assert_eq!(stored.len(), 4, "{label}");
         assert_eq!(stored[3]["content"][0]["text"], full_reply().as_str());

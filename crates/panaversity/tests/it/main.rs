@@ -10,6 +10,7 @@ mod disk_full;
 mod http_hardening;
 mod jwt;
 mod power_loss;
+mod predecessor_env;
 mod reconciler;
 mod redis;
 mod shutdown;
