@@ -17,3 +17,4 @@ mod shutdown;
 mod stdio;
 mod support;
 mod sync;
+mod tutor_source;
