@@ -28,6 +28,7 @@ extern "C" fn tune_allocator() {
 static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 mod cli_fs;
+mod cli_study;
 mod cli_sync;
 mod config;
 mod legacy_env;
@@ -60,6 +61,9 @@ enum Cmd {
     /// PanaversityFS operator commands.
     #[command(subcommand)]
     Fs(Box<cli_fs::FsCmd>),
+    /// Study Mode operator commands (`study check-llm`).
+    #[command(subcommand)]
+    Study(cli_study::StudyCmd),
     /// Apply or revert the database migrations of every component.
     Migrate {
         #[command(subcommand)]
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Serve(args) => serve::run(&cli.common, *args).await,
             Cmd::Fs(cmd) => cli_fs::run(&cli.common, *cmd).await,
+            Cmd::Study(cmd) => cli_study::run(cmd).await,
             Cmd::Migrate { direction } => cli_fs::migrate(&cli.common, direction).await,
         }
     });

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod chatkit;
 pub mod lessons;
 pub mod llm;
+pub mod provider;
 pub mod server;
 pub mod store;
 pub mod streaming;

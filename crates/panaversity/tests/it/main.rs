@@ -2,6 +2,7 @@
 //! CLI or stdio) with a temp data dir and talks to it the way an operator or a client does.
 
 mod api_keys;
+mod check_llm;
 mod cli;
 mod config_file;
 mod crash_stream;
