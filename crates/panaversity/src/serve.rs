@@ -517,9 +517,16 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let tutor = Arc::new(study::tutor::StudyTutor::new(lessons.clone(), llm));
-        let state =
-            args.study_streams
-                .state(store, tutor, limiter.clone(), args.study_max_body_bytes);
+        let state = args
+            .study_streams
+            .state(
+                store,
+                tutor,
+                limiter.clone(),
+                args.study_max_body_bytes,
+                args.redis_url.as_deref(),
+            )
+            .await?;
         let study_routes = study::server::chatkit_router(state)
             .merge(study::suggestions::suggestion_routes(
                 lessons.clone(),

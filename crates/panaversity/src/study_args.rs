@@ -37,17 +37,29 @@ pub struct StudyStreamArgs {
     /// (the predecessor's DEV_USER_NAME).
     #[arg(long, env = "STUDY_DEV_USER_NAME")]
     pub dev_user_name: Option<String>,
+    /// Where turns can be re-attached: `memory` (the replica running the turn) or `redis`
+    /// (every replica: frames mirrored to Redis streams, stops relayed; needs REDIS_URL).
+    #[arg(long, env = "STUDY_STREAM_BUS", default_value = "memory")]
+    pub stream_bus: StreamBus,
+}
+
+/// Where turns can be re-attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamBus {
+    Memory,
+    Redis,
 }
 
 impl StudyStreamArgs {
-    /// The `/chatkit` state with these settings.
-    pub fn state(
+    /// The `/chatkit` state with these settings (connects the Redis stream bus when chosen).
+    pub async fn state(
         &self,
         store: study::store::ThreadStore,
         tutor: Arc<dyn study::Tutor>,
         limiter: Arc<dyn RateLimiter>,
         max_body_bytes: usize,
-    ) -> study::server::StudyState {
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<study::server::StudyState> {
         let store = store.with_stream_lease(Duration::from_secs(self.stream_lease_secs.max(1)));
         let streams = study::turns::StreamSettings {
             checkpoint_interval: Duration::from_millis(self.stream_checkpoint_ms.max(10)),
@@ -59,7 +71,15 @@ impl StudyStreamArgs {
             study::server::StudyState::with_streams(store, tutor, limiter, max_body_bytes, streams);
         state.dedupe_window = Duration::from_secs(self.dedupe_window_secs);
         state.dev_user_name = self.dev_user_name.clone();
-        state
+        if self.stream_bus == StreamBus::Redis {
+            let url = redis_url
+                .ok_or_else(|| anyhow::anyhow!("STUDY_STREAM_BUS=redis needs REDIS_URL"))?;
+            let bus = study::turns::RedisBus::connect(url, "study:turns:", streams.retain)
+                .await
+                .map_err(|e| anyhow::anyhow!("STUDY_STREAM_BUS=redis: {e}"))?;
+            state.bus = Some(Arc::new(bus));
+        }
+        Ok(state)
     }
 }
 

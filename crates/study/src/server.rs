@@ -52,6 +52,8 @@ pub struct StudyState {
     pub dedupe_window: Duration,
     /// The student name in dev mode when neither `X-User-Name` nor `?user_name=` gives one.
     pub dev_user_name: Option<String>,
+    /// Cross-replica resumable streams (Redis); `None`: turns are resumable on their replica.
+    pub bus: Option<Arc<crate::turns::RedisBus>>,
 }
 
 impl StudyState {
@@ -88,6 +90,7 @@ impl StudyState {
             streams,
             dedupe_window: streaming::DEFAULT_DEDUPE_WINDOW,
             dev_user_name: None,
+            bus: None,
         }
     }
 }

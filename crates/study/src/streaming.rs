@@ -28,7 +28,7 @@ use crate::chatkit::{
 };
 use crate::server::{ApiError, HISTORY_ITEMS, StudyState};
 use crate::store::{Inserted, ItemKeys, Owner};
-use crate::turns::{StreamPlan, TurnContext, TurnLog, spawn_turn};
+use crate::turns::{StreamPlan, TurnContext, spawn_turn};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_REQUEST_KEY: usize = 200;
@@ -129,6 +129,7 @@ pub(crate) async fn start(
             let origin = plan.user_item.as_ref().map(|i| i.id.clone());
             let (log, sub) = spawn_turn(
                 &st.turns,
+                st.bus.as_ref(),
                 st.store.clone(),
                 st.tutor.clone(),
                 ctx,
@@ -191,7 +192,8 @@ async fn duplicate(
     Ok(sse_response(Body::from(bytes), None))
 }
 
-/// `threads.resume_stream`: the thread's latest turn from frame `after` on.
+/// `threads.resume_stream`: the thread's latest turn from frame `after` on (from this replica's
+/// turn log, else from the Redis mirror when configured).
 pub(crate) async fn resume(
     st: &StudyState,
     owner: &Owner,
@@ -199,28 +201,52 @@ pub(crate) async fn resume(
     after: usize,
 ) -> Result<Response, ApiError> {
     st.store.load_thread(owner, thread_id).await?;
-    let log = latest_turn(st, owner, thread_id)?;
-    metrics::counter!("study_stream_resumes_total").increment(1);
-    Ok(sse_response(
-        stream_body(log.subscribe(after)),
-        Some(&log.turn_id),
-    ))
+    if let Some(log) = st.turns.get(&owner.user_id, thread_id) {
+        metrics::counter!("study_stream_resumes_total", "from" => "local").increment(1);
+        return Ok(sse_response(
+            stream_body(log.subscribe(after)),
+            Some(&log.turn_id),
+        ));
+    }
+    if let Some(bus) = &st.bus
+        && let Some(turn) = remote_turn(bus, owner, thread_id).await?
+    {
+        metrics::counter!("study_stream_resumes_total", "from" => "redis").increment(1);
+        return Ok(sse_response(
+            stream_body(bus.subscribe(&turn, after)),
+            Some(&turn),
+        ));
+    }
+    Err(no_stream(thread_id))
 }
 
-fn latest_turn(st: &StudyState, owner: &Owner, thread_id: &str) -> Result<Arc<TurnLog>, ApiError> {
-    st.turns.get(&owner.user_id, thread_id).ok_or_else(|| {
+async fn remote_turn(
+    bus: &crate::turns::RedisBus,
+    owner: &Owner,
+    thread_id: &str,
+) -> Result<Option<String>, ApiError> {
+    bus.latest(&owner.user_id, thread_id).await.map_err(|e| {
+        tracing::warn!(error = %e, "looking up a turn in Redis failed");
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NO_STREAM",
-            format!(
-                "thread {thread_id} has no running or recently finished turn on this server; \
-                 load it with threads.get_by_id"
-            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "STREAM_BUS_UNAVAILABLE",
+            "the shared stream store is unreachable; retry shortly",
         )
     })
 }
 
-/// `threads.stop_stream`: stop the thread's running turn (its partial reply is kept).
+fn no_stream(thread_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NO_STREAM",
+        format!(
+            "thread {thread_id} has no running or recently finished turn; load it with threads.get_by_id"
+        ),
+    )
+}
+
+/// `threads.stop_stream`: stop the thread's running turn (its partial reply is kept), on this
+/// replica or, through Redis, on the one running it.
 pub(crate) async fn stop(
     st: &StudyState,
     owner: &Owner,
@@ -232,7 +258,24 @@ pub(crate) async fn stop(
             log.request_stop();
             true
         }
-        _ => false,
+        Some(_) => false,
+        None => match &st.bus {
+            Some(bus) => match remote_turn(bus, owner, thread_id).await? {
+                Some(turn) => {
+                    bus.request_stop(&turn).await.map_err(|e| {
+                        tracing::warn!(error = %e, "requesting a stop through Redis failed");
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "STREAM_BUS_UNAVAILABLE",
+                            "the shared stream store is unreachable; retry shortly",
+                        )
+                    })?;
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        },
     };
     Ok(json!({ "stopped": stopped }))
 }

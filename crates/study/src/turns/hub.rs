@@ -174,12 +174,31 @@ impl TurnLog {
     /// The frames from index `from` on, following the turn until it ends. The subscription
     /// counts as attached until the stream is dropped.
     pub fn subscribe(self: &Arc<Self>, from: usize) -> impl Stream<Item = Bytes> + Send + use<> {
-        self.subscribers.fetch_add(1, Ordering::SeqCst);
+        self.reader(from, true)
+    }
+
+    /// Like [`TurnLog::subscribe`], but not counted as an attached client (the Redis mirror).
+    pub fn subscribe_uncounted(
+        self: &Arc<Self>,
+        from: usize,
+    ) -> impl Stream<Item = Bytes> + Send + use<> {
+        self.reader(from, false)
+    }
+
+    fn reader(
+        self: &Arc<Self>,
+        from: usize,
+        counted: bool,
+    ) -> impl Stream<Item = Bytes> + Send + use<> {
+        if counted {
+            self.subscribers.fetch_add(1, Ordering::SeqCst);
+        }
         let sub = Sub {
             log: self.clone(),
             pos: from,
             last_end: None,
             rx: self.version.subscribe(),
+            counted,
         };
         futures::stream::unfold(sub, |mut sub| async move {
             loop {
@@ -214,6 +233,7 @@ struct Sub {
     /// End offset of the delta before `pos` (computed on first read).
     last_end: Option<usize>,
     rx: watch::Receiver<u64>,
+    counted: bool,
 }
 
 impl Sub {
@@ -257,7 +277,7 @@ impl Sub {
 
 impl Drop for Sub {
     fn drop(&mut self) {
-        if self.log.subscribers.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.counted && self.log.subscribers.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.log.detached.notify_one();
         }
     }

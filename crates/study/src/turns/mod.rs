@@ -5,6 +5,7 @@
 //! log; `threads.resume_stream` (and a duplicate of the request) are others. See the README's
 //! "Study Mode" section for the client side.
 
+pub mod bus;
 pub mod driver;
 pub mod hub;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 
+pub use bus::RedisBus;
 pub use driver::{StreamPlan, TurnContext, TurnDriver, stream_error};
 pub use hub::{TurnHub, TurnLog};
 
@@ -46,8 +48,10 @@ impl Default for StreamSettings {
 
 /// Start a turn for `plan` on the hub and return a subscription from its first frame (taken
 /// before the driver runs, so the request's own client counts as attached from the start).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_turn(
     hub: &TurnHub,
+    bus: Option<&Arc<RedisBus>>,
     store: ThreadStore,
     tutor: Arc<dyn Tutor>,
     ctx: TurnContext,
@@ -57,6 +61,9 @@ pub fn spawn_turn(
 ) -> (Arc<TurnLog>, impl Stream<Item = Bytes> + Send + use<>) {
     let log = hub.start(&ctx.owner.user_id, &plan.thread.meta.id, origin);
     let sub = log.subscribe(0);
+    if let Some(bus) = bus {
+        bus.publish(&ctx.owner.user_id, &plan.thread.meta.id, log.clone());
+    }
     let driver = TurnDriver {
         store,
         tutor,

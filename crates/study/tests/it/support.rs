@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use study::server::{StudyState, chatkit_router};
 use study::store::ThreadStore;
 use study::turn::{NoticeLevel, TurnInput, Tutor, TutorEvent};
-use study::turns::{StreamSettings, TurnHub};
+use study::turns::{RedisBus, StreamSettings, TurnHub};
 
 /// A tutor whose behaviour is chosen by markers in the user text:
 /// - `#fail`: one delta, then `TutorEvent::Error` (retryable);
@@ -227,7 +227,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub captured: Arc<Mutex<Vec<Captured>>>,
     pub backend: &'static str,
-    _db: TestDb,
+    _db: Option<TestDb>,
 }
 
 /// The default body limit of test servers.
@@ -258,6 +258,42 @@ impl TestServer {
         let backend = db.kind.as_str();
         let store = ThreadStore::new(db.connect().await);
         store.migrate_up().await.expect("migrate");
+        TestServer::serve(
+            store,
+            Some(db),
+            backend,
+            limit,
+            streams,
+            dedupe_window,
+            None,
+        )
+        .await
+    }
+
+    /// Another server instance (own turns, tutor and listener) on this one's database, both
+    /// mirroring turns to `bus` (a second replica).
+    pub async fn replica(&self, streams: StreamSettings, bus: Arc<RedisBus>) -> TestServer {
+        TestServer::serve(
+            self.store.clone(),
+            None,
+            self.backend,
+            1000,
+            streams,
+            Duration::ZERO,
+            Some(bus),
+        )
+        .await
+    }
+
+    async fn serve(
+        store: ThreadStore,
+        db: Option<TestDb>,
+        backend: &'static str,
+        limit: u64,
+        streams: StreamSettings,
+        dedupe_window: Duration,
+        bus: Option<Arc<RedisBus>>,
+    ) -> TestServer {
         let tutor = Arc::new(ScriptedTutor::default());
         let limiter = Arc::new(CountingLimiter::new(limit));
         let mut state = StudyState::with_streams(
@@ -268,6 +304,7 @@ impl TestServer {
             streams,
         );
         state.dedupe_window = dedupe_window;
+        state.bus = bus;
         let turns = state.turns.clone();
         let app = chatkit_router(state).layer(middleware::from_fn(dev_identity));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

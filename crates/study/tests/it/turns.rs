@@ -294,3 +294,77 @@ async fn a_repeated_submission_makes_one_turn() {
         validate_with_python(&srv.captured.lock().unwrap());
     }
 }
+
+#[tokio::test]
+async fn a_client_reattaches_through_another_replica_via_redis_and_stops_there() {
+    let Some(url) = platform::db::test_redis_url() else {
+        eprintln!("REDIS_URL not set: skipping");
+        return;
+    };
+    for db in TestDb::all().await {
+        let prefix = format!("test:turns:{}:", uuid::Uuid::new_v4().simple());
+        let bus = std::sync::Arc::new(
+            study::turns::RedisBus::connect(&url, &prefix, Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
+        let streams = StreamSettings {
+            detached_limit: Duration::from_secs(60),
+            ..StreamSettings::default()
+        };
+        let a = resumable(db, Duration::ZERO).await;
+        let a = a.replica(streams, bus.clone()).await; // replica A (mirrors to Redis)
+        let b = a.replica(streams, bus.clone()).await; // replica B, same database
+        let ctx = a.backend;
+
+        let mut first = Open::new(&a, a.request("rx", &create_body("#drip", "teach"))).await;
+        assert!(first.read_to(8).await);
+        let tid = first.events()[0]["thread"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let seen = first.frames.len();
+        let mut all = first.events();
+        first.capture(&b);
+        drop(first);
+
+        let rest = b.stream("rx", resume_body(&tid, seen)).await;
+        assert_eq!(rest.status, 200, "{ctx} {}", rest.text);
+        all.extend(rest.events.iter().cloned());
+        assert_eq!(
+            deltas(&all),
+            drip_text(),
+            "{ctx}: the rest through replica B"
+        );
+        assert_eq!(all.last().unwrap()["type"], "thread.updated", "{ctx}");
+        assert_eq!(a.tutor.inputs.lock().unwrap().len(), 1);
+        assert_eq!(
+            b.tutor.inputs.lock().unwrap().len(),
+            0,
+            "{ctx}: no second call"
+        );
+        assert!(b.turns.is_empty(), "B ran no turn");
+        let other = b.stream("intruder", resume_body(&tid, 0)).await;
+        assert_eq!(other.status, 404);
+
+        // A stop sent to B stops the turn running on A.
+        let tid2 = {
+            let mut s = Open::new(&a, a.request("rx", &create_body("#slow", "teach"))).await;
+            assert!(s.read_to(8).await);
+            let tid2 = s.events()[0]["thread"]["id"].as_str().unwrap().to_string();
+            let (status, _, body) = b
+                .call(
+                    "rx",
+                    json!({"type":"threads.stop_stream","params":{"thread_id": tid2}}),
+                )
+                .await;
+            assert_eq!((status, body), (200, json!({"stopped": true})));
+            assert!(!s.read_to(usize::MAX).await, "{ctx}: the stream on A ends");
+            assert_eq!(s.events().last().unwrap()["type"], "thread.item.done");
+            tid2
+        };
+        let reply = stored_reply(&b, "rx", &tid2).await.unwrap();
+        assert!(reply.starts_with("tick0 "), "{ctx}: {reply}");
+        validate_with_python(&b.captured.lock().unwrap());
+    }
+}
