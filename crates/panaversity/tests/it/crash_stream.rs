@@ -25,12 +25,12 @@ fn word(i: usize) -> String {
     format!("word{i} ")
 }
 
-fn full_reply() -> String {
+pub(crate) fn full_reply() -> String {
     (0..WORDS).map(word).collect()
 }
 
 /// A model streaming `word0 word1 …` one chunk every 100 ms; records every request body.
-async fn start_llm(requests: Arc<Mutex<Vec<Value>>>) -> String {
+pub(crate) async fn start_llm(requests: Arc<Mutex<Vec<Value>>>) -> String {
     let app = Router::new().route(
         "/v1/chat/completions",
         post(move |body: axum::Json<Value>| {
@@ -70,7 +70,7 @@ async fn start_llm(requests: Arc<Mutex<Vec<Value>>>) -> String {
     format!("http://{addr}/v1")
 }
 
-fn deltas(text: &str) -> String {
+pub(crate) fn deltas(text: &str) -> String {
     crate::support::sse_events(text)
         .iter()
         .filter(|e| e["update"]["type"] == "assistant_message.content_part.text_delta")

@@ -14,6 +14,7 @@ mod power_loss;
 mod predecessor_env;
 mod reconciler;
 mod redis;
+mod resume_replicas;
 mod shutdown;
 mod stdio;
 mod support;
