@@ -439,6 +439,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
     }
 
+    let mut study_turns = None;
     if run_study {
         let store = study::store::ThreadStore::new(db.clone());
         store.migrate_up().await.context("study migrations")?;
@@ -527,6 +528,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 args.redis_url.as_deref(),
             )
             .await?;
+        study_turns = Some(state.turns.clone());
         let study_routes = study::server::chatkit_router(state)
             .merge(study::suggestions::suggestion_routes(
                 lessons.clone(),
@@ -562,5 +564,8 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         "panaversity ready: MCP at http://{local}/mcp, ChatKit at http://{local}/chatkit"
     );
     platform::http::serve(app, listener, platform::http::shutdown_signal()).await?;
+    if let Some(turns) = study_turns {
+        crate::study_args::drain_turns(&turns).await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -100,3 +100,22 @@ pub fn lesson_source(
         None => LessonSourceKind::Local,
     }
 }
+
+/// Graceful shutdown: let running turns (whose clients may be gone) finish, for at most 30 s.
+pub async fn drain_turns(turns: &study::turns::TurnHub) {
+    let running = turns.running();
+    if running == 0 {
+        return;
+    }
+    tracing::info!(
+        running,
+        "waiting for running tutor turns to finish (at most 30 s)"
+    );
+    let left = turns.drain(Duration::from_secs(30)).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "tutor turns still running at exit; their replies keep their last checkpoint"
+        );
+    }
+}

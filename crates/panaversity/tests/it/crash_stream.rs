@@ -197,3 +197,56 @@ async fn kill_9_mid_stream_keeps_the_partial_reply_and_the_next_turn_works() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn sigterm_lets_a_turn_whose_client_left_finish_and_store_its_reply() {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let llm = start_llm(requests.clone()).await;
+    let tmp = TempData::new();
+    let opts = ServerOpts::dev()
+        .env("OPENAI_BASE_URL", &llm)
+        .env("OPENAI_API_KEY", "sk-test-not-real");
+    let mut server = Server::start(&tmp.data(), opts.clone()).await;
+    let resp = client()
+        .post(format!("{}/chatkit", server.base))
+        .header("x-user-id", "crash-student")
+        .json(&json!({"type": "threads.create", "params": {"input": {
+            "content": [{"type": "input_text", "text": "Explain programs"}],
+            "attachments": [], "inference_options": {"model": "ask"}}}}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    while deltas(&text).is_empty() {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("tokens in time")
+            .expect("stream ended early")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let thread_id = crate::support::sse_events(&text)[0]["thread"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(stream); // the student closed the page
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.sigterm();
+    let status = server.wait(Duration::from_secs(40)).await;
+    assert!(status.success(), "exit {status}:\n{}", server.log());
+    assert!(
+        server.log().contains("waiting for running tutor turns"),
+        "{}",
+        server.log()
+    );
+    let server = Server::start(&tmp.data(), opts).await;
+    let stored = items(&server.base, &thread_id).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(
+        stored[1]["content"][0]["text"],
+        full_reply().as_str(),
+        "the whole reply, not marked interrupted"
+    );
+    server.stop().await;
+}

@@ -320,6 +320,24 @@ impl TurnHub {
             .cloned()
     }
 
+    /// Turns still running.
+    pub fn running(&self) -> usize {
+        self.map().values().filter(|l| !l.is_done()).count()
+    }
+
+    /// Wait until no turn is running, at most `limit` (graceful shutdown: a turn whose client
+    /// already left still finishes and is stored complete). Returns the turns still running.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let n = self.running();
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Turns kept right now (running or recently finished).
     pub fn len(&self) -> usize {
         self.map().len()
