@@ -128,11 +128,12 @@ async fn the_reply_is_stored_from_its_first_token_and_checkpointed_while_it_stre
             .expect("stored at once");
         assert_eq!(first, "w0 ", "{ctx}");
 
-        // Whatever the client has seen is stored within the checkpoint interval (250 ms).
-        for _ in 0..3 {
+        // Whatever the client has seen is stored within the checkpoint interval (250 ms; the
+        // check allows slack for a loaded machine).
+        for _ in 0..2 {
             assert!(open.read_to(open.frames.len() + 4).await);
             let seen = deltas(&open.events());
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let stored = stored_reply(&srv, "cp", &tid).await.unwrap();
             assert!(
                 stored.starts_with(&seen) && drip_text().starts_with(&stored),
