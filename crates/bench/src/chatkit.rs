@@ -441,6 +441,13 @@ async fn chatkit_run(
         durations.push(h.await.context("a stream task panicked")?);
     }
     let total_secs = started.elapsed().as_secs_f64();
+    // Reply checkpoints written while the answers streamed (the first token's insert included).
+    let checkpoints = server
+        .metrics()
+        .await
+        .ok()
+        .and_then(|m| metric_value(&m, "study_reply_checkpoints_total"))
+        .unwrap_or(0.0);
     let hwm = server.vm_hwm_kib()?;
     let peak = peak_rss.max(hwm);
     let errors = counters.errors.load(Ordering::Relaxed);
@@ -467,6 +474,10 @@ async fn chatkit_run(
         ),
         format!("stream duration (incl. the hold): {}", d.human()),
         format!("all streams done {total_secs:.1} s after the first was opened"),
+        format!(
+            "reply checkpoints written while streaming: {checkpoints:.0} ({:.2} per stream, final writes not counted)",
+            checkpoints / o.streams.max(1) as f64
+        ),
     ];
     for e in &errs {
         human.push(format!("error: {e}"));
@@ -478,6 +489,7 @@ async fn chatkit_run(
         "per_stream_kib": round1(per_stream_kib), "idle_fds": idle_fds, "peak_fds": peak_fds,
         "ramp_seconds": round1(ramp_secs), "total_seconds": round1(total_secs),
         "stream_duration": d.json(), "first_errors": errs,
+        "reply_checkpoints": checkpoints,
     });
     let checks = vec![
         check(
@@ -490,4 +502,33 @@ async fn chatkit_run(
         check("server RSS per stream KiB", per_stream_kib, "<=", 64.0),
     ];
     Ok((result, human, checks))
+}
+
+/// The value of an unlabelled Prometheus sample `name value`, summed over label sets.
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        found = Some(found.unwrap_or(0.0) + v);
+    }
+    found
+}
+
+#[cfg(test)]
+mod metric_tests {
+    #[test]
+    fn metric_values_are_summed() {
+        let text = "# TYPE x counter\nstudy_reply_checkpoints_total 12\nstudy_reply_checkpoints_total_other 5\nx{a=\"b\"} 1\n";
+        assert_eq!(
+            super::metric_value(text, "study_reply_checkpoints_total"),
+            Some(12.0)
+        );
+        assert_eq!(super::metric_value(text, "missing"), None);
+    }
 }

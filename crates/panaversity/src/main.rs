@@ -28,10 +28,13 @@ extern "C" fn tune_allocator() {
 static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 mod cli_fs;
+mod cli_study;
 mod cli_sync;
 mod config;
+mod legacy_env;
 mod sample;
 mod serve;
+mod study_args;
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +61,9 @@ enum Cmd {
     /// PanaversityFS operator commands.
     #[command(subcommand)]
     Fs(Box<cli_fs::FsCmd>),
+    /// Study Mode operator commands (`study check-llm`).
+    #[command(subcommand)]
+    Study(cli_study::StudyCmd),
     /// Apply or revert the database migrations of every component.
     Migrate {
         #[command(subcommand)]
@@ -73,11 +79,22 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::from(2);
     }
+    // The predecessor's environment (SSO_URL, CONTENT_CACHE_TTL, STUDY_MODE_CHATKIT_*, …).
+    let legacy_notes = match legacy_env::apply() {
+        Ok(notes) => notes,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let cli = Cli::parse();
     platform::telemetry::init_tracing(platform::telemetry::TracingConfig {
         json: cli.common.log_format == config::LogFormat::Json,
         filter: cli.common.log_level.clone(),
     });
+    for note in legacy_notes {
+        tracing::info!("predecessor setting: {note}");
+    }
     platform::install_crypto_provider();
     pfs::storage::init_process();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +111,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Serve(args) => serve::run(&cli.common, *args).await,
             Cmd::Fs(cmd) => cli_fs::run(&cli.common, *cmd).await,
+            Cmd::Study(cmd) => cli_study::run(cmd).await,
             Cmd::Migrate { direction } => cli_fs::migrate(&cli.common, direction).await,
         }
     });

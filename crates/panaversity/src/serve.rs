@@ -43,7 +43,7 @@ pub struct ServeArgs {
 
     /// SSO / auth server base URL. Sets the JWKS URL to {url}/api/auth/jwks, the JWT issuer to
     /// {url}, the external API-key verifier to {url}/api/api-key/verify and the userinfo endpoint
-    /// to {url}/api/auth/userinfo unless those are given explicitly.
+    /// to {url}/api/auth/oauth2/userinfo (the predecessor's) unless those are given explicitly.
     #[arg(long, env = "PANAVERSITY_AUTH_SERVER_URL")]
     pub auth_server_url: Option<String>,
     /// JWKS URL (overrides the one derived from the auth server URL).
@@ -181,9 +181,11 @@ pub struct ServeArgs {
     /// Secret for POST /admin/invalidate-cache (X-Admin-Secret). Disabled when unset.
     #[arg(long, env = "ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: Option<String>,
-    /// Where lessons come from.
-    #[arg(long, env = "STUDY_LESSON_SOURCE", default_value = "local")]
-    pub lesson_source: LessonSourceKind,
+    /// Where lessons come from. Default: this server's book store (`pfs`, overlay-aware) when it
+    /// runs both services, `github` when GITHUB_REPO or GITHUB_TOKEN is set (the predecessor's
+    /// source), else `local`.
+    #[arg(long, env = "STUDY_LESSON_SOURCE")]
+    pub lesson_source: Option<LessonSourceKind>,
     /// Local docs directory (default: the sample book extracted into <data-dir>/sample-docs).
     #[arg(long, env = "STUDY_DOCS_DIR")]
     pub docs_dir: Option<PathBuf>,
@@ -206,6 +208,8 @@ pub struct ServeArgs {
         default_value = "https://raw.githubusercontent.com"
     )]
     pub github_raw_base_url: String,
+    #[command(flatten)]
+    pub study_streams: crate::study_args::StudyStreamArgs,
 }
 
 /// The storage configuration from flags.
@@ -367,10 +371,10 @@ fn auth_config(args: &ServeArgs, dev: bool, db: &Db, public_url: &str) -> AuthCo
             .api_key_verify_url
             .clone()
             .or_else(|| base.as_ref().map(|b| format!("{b}/api/api-key/verify"))),
-        userinfo_url: args
-            .userinfo_url
-            .clone()
-            .or_else(|| base.as_ref().map(|b| format!("{b}/api/auth/userinfo"))),
+        userinfo_url: args.userinfo_url.clone().or_else(|| {
+            base.as_ref()
+                .map(|b| format!("{b}/api/auth/oauth2/userinfo"))
+        }),
         resource_url: Some(format!("{public_url}/mcp")),
         authorization_servers: base.into_iter().collect(),
         remote_limits: platform::auth::guard::RemoteLimits {
@@ -479,6 +483,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
     }
 
+    let mut study_turns = None;
     if run_study {
         let store = study::store::ThreadStore::new(db.clone());
         store.migrate_up().await.context("study migrations")?;
@@ -500,7 +505,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 window,
             )),
         };
-        let source: Arc<dyn study::lessons::LessonSource> = match args.lesson_source {
+        let kind = crate::study_args::lesson_source(args.lesson_source, run_fs);
+        tracing::info!(source = ?kind, "tutor lesson source");
+        let source: Arc<dyn study::lessons::LessonSource> = match kind {
             LessonSourceKind::Local => {
                 let dir = match &args.docs_dir {
                     Some(d) => d.clone(),
@@ -540,6 +547,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
             None => study::lessons::CacheConfig::memory(),
         };
+        let cache = cache.with_ttl(Duration::from_secs(
+            args.study_streams.lesson_cache_ttl_secs,
+        ));
         let lessons = Arc::new(study::lessons::LessonService::new(source, cache));
         // Readiness covers this server's own dependencies only: a lesson source (GitHub, a docs
         // directory) is outside them, and a request must never be able to flip readiness.
@@ -553,12 +563,17 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let tutor = Arc::new(study::tutor::StudyTutor::new(lessons.clone(), llm));
-        let state = study::server::StudyState {
-            store,
-            tutor,
-            limiter: limiter.clone(),
-            max_body_bytes: args.study_max_body_bytes,
-        };
+        let state = args
+            .study_streams
+            .state(
+                store,
+                tutor,
+                limiter.clone(),
+                args.study_max_body_bytes,
+                args.redis_url.as_deref(),
+            )
+            .await?;
+        study_turns = Some(state.turns.clone());
         let study_routes = study::server::chatkit_router(state)
             .merge(study::suggestions::suggestion_routes(
                 lessons.clone(),
@@ -601,5 +616,8 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         "panaversity ready: MCP at http://{local}/mcp, ChatKit at http://{local}/chatkit"
     );
     platform::http::serve_with(app, listener, limits, platform::http::shutdown_signal()).await?;
+    if let Some(turns) = study_turns {
+        crate::study_args::drain_turns(&turns).await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -98,6 +98,7 @@ pub fn cors_layer(allowed_origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-user-id"),
             HeaderName::from_static("x-user-name"),
             HeaderName::from_static("x-agent-id"),
+            HeaderName::from_static("idempotency-key"),
         ])
         .expose_headers([
             X_REQUEST_ID,
@@ -109,6 +110,7 @@ pub fn cors_layer(allowed_origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-ratelimit-limit"),
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderName::from_static("x-ratelimit-reset"),
+            HeaderName::from_static("x-study-turn-id"),
         ])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))

@@ -4,10 +4,13 @@ pub mod admin;
 pub mod chatkit;
 pub mod lessons;
 pub mod llm;
+pub mod provider;
 pub mod server;
 pub mod store;
+pub mod streaming;
 pub mod suggestions;
 pub mod turn;
+pub mod turns;
 pub mod tutor;
 
 pub use turn::{HistoryMessage, Mode, Role, TurnInput, Tutor, TutorEvent};

@@ -2,17 +2,22 @@
 //! CLI or stdio) with a temp data dir and talks to it the way an operator or a client does.
 
 mod api_keys;
+mod check_llm;
 mod cli;
 mod config_file;
+mod crash_stream;
 mod dev_serve;
 mod disk_full;
 mod http_hardening;
 mod jwt;
 mod power_loss;
+mod predecessor_env;
 mod reconciler;
 mod redis;
+mod resume_replicas;
 mod security;
 mod shutdown;
 mod stdio;
 mod support;
 mod sync;
+mod tutor_source;

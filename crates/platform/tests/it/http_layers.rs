@@ -303,6 +303,8 @@ async fn cors_allow_list() {
         .unwrap()
         .to_ascii_lowercase();
     assert!(allowed.contains("authorization"), "{allowed}");
+    // A ChatKit custom fetch sends Idempotency-Key (retried messages make one turn).
+    assert!(allowed.contains("idempotency-key"), "{allowed}");
     let r = c
         .request(reqwest::Method::OPTIONS, format!("http://{addr}/x"))
         .header("origin", "https://evil.example.com")

@@ -114,6 +114,17 @@ pub enum ChatKitRequest {
         item_ids: Vec<String>,
         kind: FeedbackKind,
     },
+    /// Study Mode extension `threads.resume_stream`: re-attach to the thread's latest turn and
+    /// receive its frames from index `after` on (the number of frames already received).
+    ResumeStream {
+        thread_id: String,
+        after: usize,
+    },
+    /// Study Mode extension `threads.stop_stream`: stop the thread's running turn (what the
+    /// ChatKit stop button means; a dropped connection no longer stops a turn).
+    StopStream {
+        thread_id: String,
+    },
     /// A known ChatKit request type this server does not implement (attachments, transcription,
     /// synchronous custom actions).
     Unsupported {
@@ -152,6 +163,12 @@ struct Envelope {
     params: Option<Value>,
 }
 
+#[derive(Deserialize)]
+struct ResumeP {
+    thread_id: String,
+    #[serde(default)]
+    after: usize,
+}
 #[derive(Deserialize)]
 struct CreateP {
     input: UserMessageInput,
@@ -312,6 +329,19 @@ pub fn parse_request(body: &[u8]) -> Result<ChatKitRequest, RequestError> {
                 thread_id: x.thread_id,
                 item_ids: x.item_ids,
                 kind: x.kind,
+            }
+        }
+        "threads.resume_stream" => {
+            let x: ResumeP = params(kind, p)?;
+            ChatKitRequest::ResumeStream {
+                thread_id: x.thread_id,
+                after: x.after,
+            }
+        }
+        "threads.stop_stream" => {
+            let x: ThreadP = params(kind, p)?;
+            ChatKitRequest::StopStream {
+                thread_id: x.thread_id,
             }
         }
         "attachments.create"

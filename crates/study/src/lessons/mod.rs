@@ -1,7 +1,9 @@
 //! Lesson content: pluggable sources (local docs, GitHub, PanaversityFS), parsing, and the cache.
 //!
 //! A lesson path is the Docusaurus source path without the `@site/docs/` prefix and extension
-//! (e.g. `01-Part/02-Chapter/03-lesson`). Every source resolves it by trying `{path}.md`,
+//! (e.g. `01-Part/02-Chapter/03-lesson`); the PanaversityFS form of the same file
+//! (`content/01-Part/02-Chapter/03-lesson.md`, as MCP tools name it) is accepted and normalised
+//! to it. Every source resolves it by trying `{path}.md`,
 //! `{path}.mdx`, `{path}/index.md`, `{path}/README.md` in that order (a path that already ends in
 //! `.md`/`.mdx` is tried as is).
 
@@ -122,6 +124,10 @@ pub fn validate_lesson_path(path: &str) -> Result<String, LessonError> {
             ));
         }
     }
+    // One format everywhere: a PanaversityFS book path (`content/….md`, what MCP tools take) names
+    // the same lesson as its Docusaurus form.
+    // (an explicit extension is kept: `x.mdx` means that file even when `x.md` exists).
+    let p = p.strip_prefix("content/").unwrap_or(p);
     Ok(p.to_string())
 }
 
@@ -147,6 +153,10 @@ mod tests {
         assert_eq!(
             validate_lesson_path("01-Part/02-Chapter/03-lesson/").unwrap(),
             "01-Part/02-Chapter/03-lesson"
+        );
+        assert_eq!(
+            validate_lesson_path("content/01-Part/02-Chapter/03-lesson.md").unwrap(),
+            "01-Part/02-Chapter/03-lesson.md"
         );
         for bad in [
             "",

@@ -7,6 +7,15 @@
 //! - Listings are keyset-paginated on `(created_at, id)`; `after` is the id of the last row of the
 //!   previous page and `has_more` is exact (one extra row is fetched).
 //! - Every write has committed when the method returns (no write-behind queue).
+//! - An assistant reply exists from its first token (`stream_state = 'streaming'`) and is
+//!   checkpointed while it streams ([`stream`]); listings show a reply whose stream ended early,
+//!   or whose last checkpoint is older than the stream lease (its process died), as incomplete.
+
+mod stream;
+
+pub use stream::{INCOMPLETE_NOTE, Inserted, ItemKeys, StreamState};
+
+use std::time::Duration;
 
 use platform::db::{Db, DbKind, ExecuteWrite, migrator_with_table};
 use serde_json::{Map, Value};
@@ -104,7 +113,14 @@ fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct ThreadStore {
     db: Db,
+    /// A `streaming` reply whose last checkpoint is older than this is shown as incomplete.
+    stream_lease: Duration,
 }
+
+/// Default of [`ThreadStore::with_stream_lease`].
+pub const DEFAULT_STREAM_LEASE: Duration = Duration::from_secs(30);
+
+const ITEM_COLS: &str = "payload, stream_state, updated_at";
 
 const THREAD_COLS: &str =
     "id, title, title_set_by_user, status, metadata, tutor_state, created_at, updated_at";
@@ -112,7 +128,22 @@ const THREAD_COLS: &str =
 impl ThreadStore {
     /// A store over an open database. Call [`ThreadStore::migrate_up`] once at startup.
     pub fn new(db: Db) -> ThreadStore {
-        ThreadStore { db }
+        ThreadStore {
+            db,
+            stream_lease: DEFAULT_STREAM_LEASE,
+        }
+    }
+
+    /// How long a streaming reply may go without a checkpoint before listings treat its writer
+    /// as dead and show the reply as incomplete (the turn driver heartbeats at a third of it).
+    pub fn with_stream_lease(mut self, lease: Duration) -> ThreadStore {
+        self.stream_lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// The stream lease (see [`ThreadStore::with_stream_lease`]).
+    pub fn stream_lease(&self) -> Duration {
+        self.stream_lease
     }
 
     /// The underlying database.
@@ -386,9 +417,9 @@ impl ThreadStore {
         thread_id: &str,
         item_id: &str,
     ) -> Result<ThreadItem, StoreError> {
-        let row = sqlx::query(
-            "SELECT payload FROM study_items WHERE user_id = $1 AND thread_id = $2 AND id = $3",
-        )
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ITEM_COLS} FROM study_items WHERE user_id = $1 AND thread_id = $2 AND id = $3"
+        )))
         .bind(&owner.user_id)
         .bind(thread_id)
         .bind(item_id)
@@ -396,7 +427,7 @@ impl ThreadStore {
         .await
         .map_err(db_err("loading an item"))?
         .ok_or_else(|| StoreError::NotFound(format!("item {item_id}")))?;
-        item_from_row(&row)
+        item_from_row(&row, None)
     }
 
     /// Delete items of a thread by id; returns how many were deleted.
@@ -469,7 +500,7 @@ impl ThreadStore {
             }
         };
         let mut out = self
-            .items_page(owner, thread_id, page.order, cursor, limit)
+            .items_page(owner, thread_id, page.order, cursor, limit, true)
             .await?;
         out.data.retain(|i| !i.body.is_hidden());
         Ok(out)
@@ -482,6 +513,7 @@ impl ThreadStore {
         order: Order,
         cursor: Option<(i64, String)>,
         limit: i64,
+        present: bool,
     ) -> Result<Page<ThreadItem>, StoreError> {
         let (cmp, dir) = order_sql(order);
         let keyset = if cursor.is_some() {
@@ -491,7 +523,7 @@ impl ThreadStore {
         };
         let limit_param = if cursor.is_some() { "$5" } else { "$3" };
         let sql = format!(
-            "SELECT payload FROM study_items WHERE user_id = $1 AND thread_id = $2 {keyset} \
+            "SELECT {ITEM_COLS} FROM study_items WHERE user_id = $1 AND thread_id = $2 {keyset} \
              ORDER BY created_at {dir}, id {dir} LIMIT {limit_param}"
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
@@ -505,9 +537,10 @@ impl ThreadStore {
             .fetch_all(self.db.pool())
             .await
             .map_err(db_err("listing items"))?;
+        let lease = present.then_some(self.stream_lease);
         let mut data = rows
             .iter()
-            .map(item_from_row)
+            .map(|r| item_from_row(r, lease))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(finish_page(&mut data, limit, |i| i.id.clone()))
     }
@@ -523,7 +556,7 @@ impl ThreadStore {
     ) -> Result<Vec<ThreadItem>, StoreError> {
         let cursor = before.map(|i| (i.created_at.micros(), i.id.clone()));
         let mut page = self
-            .items_page(owner, thread_id, Order::Desc, cursor, n.max(1))
+            .items_page(owner, thread_id, Order::Desc, cursor, n.max(1), false)
             .await?;
         page.data.reverse();
         Ok(page.data)
@@ -699,8 +732,21 @@ fn thread_from_row(row: &AnyRow) -> Result<StoredThread, StoreError> {
     })
 }
 
-fn item_from_row(row: &AnyRow) -> Result<ThreadItem, StoreError> {
-    serde_json::from_str(&get_str(row, "payload")?).map_err(corrupt("item"))
+/// An item from a row of [`ITEM_COLS`]; with a lease, an interrupted reply is presented with
+/// [`INCOMPLETE_NOTE`] (the stored text stays the model's own).
+fn item_from_row(row: &AnyRow, lease: Option<Duration>) -> Result<ThreadItem, StoreError> {
+    let mut item: ThreadItem =
+        serde_json::from_str(&get_str(row, "payload")?).map_err(corrupt("item"))?;
+    if let Some(lease) = lease {
+        let state = row
+            .try_get::<Option<String>, _>("stream_state")
+            .map_err(db_err("decoding a row"))?;
+        let updated = get_i64(row, "updated_at")?;
+        if StreamState::interrupted(state.as_deref(), updated, lease, Timestamp::now().micros()) {
+            stream::mark_incomplete(&mut item);
+        }
+    }
+    Ok(item)
 }
 
 /// Whether an item is an assistant message (used to detect the first turn).

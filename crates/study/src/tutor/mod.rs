@@ -245,20 +245,20 @@ impl Out {
         })
         .await
     }
-    async fn llm_error(&self, e: &LlmError) -> Stop {
-        tracing::warn!(error = %e, "tutor LLM call failed");
-        metrics::counter!("study_tutor_llm_errors_total").increment(1);
-        let message = match e {
-            LlmError::Status { status: 429, .. } => {
-                "The tutor is busy right now (the AI provider is overloaded). Please try again in a moment.".to_string()
-            }
-            LlmError::Timeout(_) => "The tutor took too long to answer. Please try again.".to_string(),
-            _ => "The tutor could not answer because the AI provider failed. Please try again.".to_string(),
-        };
+    /// Report a provider failure: a readable error event for the student (`allow_retry` where a
+    /// retry can help) and one log line for the operator saying what to fix.
+    async fn llm_error(&self, e: &LlmError, llm: &LlmClient, model: &str) -> Stop {
+        let d = crate::provider::diagnose(e, &llm.config().base_url, model);
+        if d.allow_retry {
+            tracing::warn!(code = d.code, error = %e, "tutor LLM call failed: {}", d.operator);
+        } else {
+            tracing::error!(code = d.code, error = %e, "tutor LLM call failed: {}", d.operator);
+        }
+        metrics::counter!("study_tutor_llm_errors_total", "code" => d.code).increment(1);
         let _ = self
             .send(TutorEvent::Error {
-                message,
-                allow_retry: e.is_transient(),
+                message: d.student,
+                allow_retry: d.allow_retry,
             })
             .await;
         Stop::Failed
@@ -467,14 +467,14 @@ impl Inner {
     ) -> Result<(), Stop> {
         let mut s = match llm.stream_chat(model, messages).await {
             Ok(s) => s,
-            Err(e) => return Err(out.llm_error(&e).await),
+            Err(e) => return Err(out.llm_error(&e, llm, model).await),
         };
         while let Some(item) = s.next().await {
             match item {
                 Ok(delta) => out.text(&filters.push(&delta)).await?,
                 Err(e) => {
                     out.text(&filters.finish()).await?;
-                    return Err(out.llm_error(&e).await);
+                    return Err(out.llm_error(&e, llm, model).await);
                 }
             }
         }
@@ -549,7 +549,10 @@ impl Inner {
                     .await
                 {
                     Ok(v) => v,
-                    Err(e) => return Err(out.llm_error(&e).await),
+                    Err(e) => {
+                        let model = &llm.config().teach_model;
+                        return Err(out.llm_error(&e, llm, model).await);
+                    }
                 };
                 metrics::counter!("study_tutor_verdicts_total", "verdict" => verdict.kind.as_str())
                     .increment(1);

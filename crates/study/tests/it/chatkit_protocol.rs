@@ -521,7 +521,11 @@ async fn tutor_failure_sends_an_error_event_and_closes() {
         );
         assert!(!s.text.contains("never sent"));
         let items = srv.items("hal", &tid).await;
-        assert_eq!(items[1]["content"][0]["text"], "Partial ");
+        assert_eq!(
+            items[1]["content"][0]["text"],
+            format!("Partial {}", study::store::INCOMPLETE_NOTE),
+            "a failed reply is shown as interrupted"
+        );
 
         // A notice passes through; a silent tutor produces no assistant item.
         let s = srv.stream("hal", add_body(&tid, "#notice")).await;

@@ -11,6 +11,7 @@ mod lessons_source;
 mod llm_e2e;
 mod store;
 mod support;
+mod turns;
 mod tutor_e2e;
 mod tutor_llm;
 mod tutor_teach;

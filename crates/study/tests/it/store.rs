@@ -49,7 +49,7 @@ async fn migrations_are_reversible() {
             .fetch_one(store.db().pool())
             .await
             .unwrap();
-        assert_eq!(tracked, 1);
+        assert_eq!(tracked, 2);
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use study::server::{StudyState, chatkit_router};
 use study::store::ThreadStore;
 use study::turn::{NoticeLevel, TurnInput, Tutor, TutorEvent};
+use study::turns::{RedisBus, StreamSettings, TurnHub};
 
 /// A tutor whose behaviour is chosen by markers in the user text:
 /// - `#fail`: one delta, then `TutorEvent::Error` (retryable);
@@ -27,6 +28,7 @@ use study::turn::{NoticeLevel, TurnInput, Tutor, TutorEvent};
 /// - `#notice`: a notice, then a short answer;
 /// - `#panic`: one delta, then the stream panics;
 /// - `#silent`: ends without any event;
+/// - `#drip`: [`DRIP_DELTAS`] deltas `w{i} `, one every 40 ms, then the end;
 /// - anything else: deltas with leading/trailing whitespace and a `State` event.
 ///
 /// `title()` returns "📚 Lesson" for trigger messages (`\u{200B}`) and `None` otherwise.
@@ -38,6 +40,14 @@ pub struct ScriptedTutor {
     pub slow_dropped: Arc<AtomicBool>,
     /// Deltas produced by `#slow` streams so far.
     pub slow_sent: Arc<AtomicUsize>,
+}
+
+/// Deltas of a `#drip` answer.
+pub const DRIP_DELTAS: usize = 30;
+
+/// The whole `#drip` answer.
+pub fn drip_text() -> String {
+    (0..DRIP_DELTAS).map(|i| format!("w{i} ")).collect()
 }
 
 /// The default answer, split in deltas that must arrive byte for byte.
@@ -79,6 +89,16 @@ impl Tutor for ScriptedTutor {
                     TutorEvent::TextDelta(format!("tick{i} ")),
                     (i + 1, flag, sent),
                 ))
+            })
+            .boxed();
+        }
+        if text.contains("#drip") {
+            return futures::stream::unfold(0usize, |i| async move {
+                if i >= DRIP_DELTAS {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                Some((TutorEvent::TextDelta(format!("w{i} ")), i + 1))
             })
             .boxed();
         }
@@ -201,12 +221,13 @@ pub struct Captured {
 pub struct TestServer {
     pub url: String,
     pub store: ThreadStore,
+    pub turns: Arc<TurnHub>,
     pub tutor: Arc<ScriptedTutor>,
     pub limiter: Arc<CountingLimiter>,
     pub http: reqwest::Client,
     pub captured: Arc<Mutex<Vec<Captured>>>,
     pub backend: &'static str,
-    _db: TestDb,
+    _db: Option<TestDb>,
 }
 
 /// The default body limit of test servers.
@@ -218,19 +239,74 @@ impl TestServer {
     }
 
     pub async fn start_with_limit(db: TestDb, limit: u64) -> TestServer {
+        // A turn left without a client stops at once (what the disconnect tests pin).
+        let streams = StreamSettings {
+            detached_limit: Duration::ZERO,
+            ..StreamSettings::default()
+        };
+        TestServer::start_opts(db, limit, streams, Duration::ZERO).await
+    }
+
+    /// A server with these stream settings and dedupe window (zero: only `Idempotency-Key`).
+    pub async fn start_opts(
+        db: TestDb,
+        limit: u64,
+        streams: StreamSettings,
+        dedupe_window: Duration,
+    ) -> TestServer {
         platform::install_crypto_provider();
         let backend = db.kind.as_str();
         let store = ThreadStore::new(db.connect().await);
         store.migrate_up().await.expect("migrate");
+        TestServer::serve(
+            store,
+            Some(db),
+            backend,
+            limit,
+            streams,
+            dedupe_window,
+            None,
+        )
+        .await
+    }
+
+    /// Another server instance (own turns, tutor and listener) on this one's database, both
+    /// mirroring turns to `bus` (a second replica).
+    pub async fn replica(&self, streams: StreamSettings, bus: Arc<RedisBus>) -> TestServer {
+        TestServer::serve(
+            self.store.clone(),
+            None,
+            self.backend,
+            1000,
+            streams,
+            Duration::ZERO,
+            Some(bus),
+        )
+        .await
+    }
+
+    async fn serve(
+        store: ThreadStore,
+        db: Option<TestDb>,
+        backend: &'static str,
+        limit: u64,
+        streams: StreamSettings,
+        dedupe_window: Duration,
+        bus: Option<Arc<RedisBus>>,
+    ) -> TestServer {
         let tutor = Arc::new(ScriptedTutor::default());
         let limiter = Arc::new(CountingLimiter::new(limit));
-        let app = chatkit_router(StudyState {
-            store: store.clone(),
-            tutor: tutor.clone(),
-            limiter: limiter.clone(),
-            max_body_bytes: BODY_LIMIT,
-        })
-        .layer(middleware::from_fn(dev_identity));
+        let mut state = StudyState::with_streams(
+            store.clone(),
+            tutor.clone(),
+            limiter.clone(),
+            BODY_LIMIT,
+            streams,
+        );
+        state.dedupe_window = dedupe_window;
+        state.bus = bus;
+        let turns = state.turns.clone();
+        let app = chatkit_router(state).layer(middleware::from_fn(dev_identity));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -239,6 +315,7 @@ impl TestServer {
         TestServer {
             url: format!("http://{addr}/chatkit"),
             store,
+            turns,
             tutor,
             limiter,
             http: reqwest::Client::new(),

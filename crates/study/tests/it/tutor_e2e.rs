@@ -28,12 +28,12 @@ async fn start(db: TestDb, tutor: Arc<dyn Tutor>) -> Server {
     platform::install_crypto_provider();
     let store = ThreadStore::new(db.connect().await);
     store.migrate_up().await.unwrap();
-    let app = chatkit_router(StudyState {
+    let app = chatkit_router(StudyState::new(
         store,
         tutor,
-        limiter: Arc::new(CountingLimiter::new(1000)),
-        max_body_bytes: 64 * 1024,
-    })
+        Arc::new(CountingLimiter::new(1000)),
+        64 * 1024,
+    ))
     .layer(Extension(Identity {
         subject: "student-1".into(),
         scopes: Scopes::ALL,
