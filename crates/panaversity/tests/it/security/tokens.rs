@@ -30,7 +30,7 @@ async fn start_sso(jwks: Value, calls: Arc<AtomicU64>) -> String {
             }),
         )
         .route(
-            "/api/auth/userinfo",
+            "/api/auth/oauth2/userinfo",
             get(move |headers: HeaderMap| {
                 let calls = calls.clone();
                 async move {
