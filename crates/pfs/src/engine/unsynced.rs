@@ -10,12 +10,16 @@ impl Engine {
         if !self.inner.storage.is_local_fs() {
             return Ok(());
         }
+        // A few rows at a time: a row holds up to a whole blob (1 MiB), and start-up memory
+        // counts toward the process peak.
+        const BATCH: i64 = 8;
         let (mut after, mut restored) = (0i64, 0u64);
         loop {
             let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-                "SELECT id, sha256, data FROM unsynced_blobs WHERE id > $1 ORDER BY id LIMIT 64",
+                "SELECT id, sha256, data FROM unsynced_blobs WHERE id > $1 ORDER BY id LIMIT $2",
             )
             .bind(after)
+            .bind(BATCH)
             .fetch_all(self.inner.db.pool())
             .await
             .map_err(db_err("read unsynced blobs"))?;
