@@ -23,6 +23,15 @@ const BOOK: &str = "docs-book";
 
 /// A dev server for the pipeline: book store only, no sample book, new books are docusaurus.
 async fn pipeline_server(data: &Path, db_url: Option<&str>) -> Server {
+    let mut opts = pipeline_opts();
+    if let Some(u) = db_url {
+        opts = opts.env("DATABASE_URL", u);
+    }
+    Server::start(data, opts).await
+}
+
+/// The settings of [`pipeline_server`].
+fn pipeline_opts() -> ServerOpts {
     let mut opts = ServerOpts::dev();
     opts.serve_args.extend(
         [
@@ -34,10 +43,7 @@ async fn pipeline_server(data: &Path, db_url: Option<&str>) -> Server {
         ]
         .map(String::from),
     );
-    if let Some(u) = db_url {
-        opts = opts.env("DATABASE_URL", u);
-    }
-    Server::start(data, opts).await
+    opts
 }
 
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
@@ -873,20 +879,9 @@ async fn hydrate_of_a_book_that_does_not_exist_fails_and_names_it() {
 async fn hydrate_from_archive_resumes_time_budgeted_zips_and_round_trips() {
     let t = TempData::new();
     let p = Paths::new(&t);
-    let mut opts = ServerOpts::dev();
-    opts.serve_args.extend(
-        [
-            "--only",
-            "fs",
-            "--no-sample",
-            "--default-profile",
-            "docusaurus",
-        ]
-        .map(String::from),
-    );
     // A budget so small that every archive stops after one entry: the ZIP says partial and
     // the client resumes it until every file has arrived exactly once.
-    let opts = opts.env("PANAVERSITY_ARCHIVE_TIME_BUDGET_SECS", "0.000001");
+    let opts = pipeline_opts().env("PANAVERSITY_ARCHIVE_TIME_BUDGET_SECS", "0.000001");
     let server = Server::start(&p.data, opts).await;
     let url = server.base.as_str();
     ok_json(&p.ingest(url, &[]).await);
