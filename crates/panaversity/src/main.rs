@@ -27,6 +27,14 @@ extern "C" fn tune_allocator() {
 #[unsafe(link_section = ".init_array.00090")]
 static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
+/// Return the calling thread's freed memory now (mimalloc otherwise keeps it ~10 ms, and the
+/// archive's compression threads allocate buffers that other threads free; see
+/// docs/BENCHMARKS.md, "Archives on a realistic book").
+fn collect_this_thread() {
+    // SAFETY: mi_collect only walks and releases the calling thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 mod cli_fs;
 mod cli_study;
 mod cli_sync;
@@ -97,6 +105,7 @@ fn main() -> std::process::ExitCode {
     }
     platform::install_crypto_provider();
     pfs::storage::init_process();
+    pfs::archive::set_tidy_hook(collect_this_thread);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

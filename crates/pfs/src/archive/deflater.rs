@@ -14,6 +14,20 @@ use super::{LEVEL, Method, StreamInfo};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Run on a compression thread after every [`TIDY_EVERY`] jobs (see [`set_tidy_hook`]).
+static TIDY: OnceLock<fn()> = OnceLock::new();
+
+/// Jobs between two calls of the tidy hook on one thread.
+const TIDY_EVERY: u32 = 16;
+
+/// Give the compression threads a function to call every few jobs, on their own thread: the
+/// binary passes its allocator's "return this thread's freed memory now" (mimalloc keeps freed
+/// pages for a while, and the buffers a compression thread allocates are freed by other
+/// threads). Set once, before the first archive; later calls are ignored.
+pub fn set_tidy_hook(hook: fn()) {
+    let _ = TIDY.set(hook);
+}
+
 /// A thread's output buffer is kept up to this capacity (larger entries get a one-off buffer).
 const KEEP_BUFFER: usize = 1 << 20;
 
@@ -34,6 +48,7 @@ fn pool() -> Option<&'static Pool> {
             let spawned = std::thread::Builder::new()
                 .name(format!("pfs-deflate-{i}"))
                 .spawn(move || {
+                    let mut done = 0u32;
                     loop {
                         // The lock is held only while waiting for the next job.
                         let job = match rx.lock() {
@@ -43,6 +58,12 @@ fn pool() -> Option<&'static Pool> {
                         match job {
                             Ok(job) => job(),
                             Err(_) => return,
+                        }
+                        done = done.wrapping_add(1);
+                        if done.is_multiple_of(TIDY_EVERY)
+                            && let Some(tidy) = TIDY.get()
+                        {
+                            tidy();
                         }
                     }
                 });

@@ -36,6 +36,7 @@
 //! continues with the entries after it.
 
 mod deflater;
+pub use deflater::set_tidy_hook;
 mod prepare;
 #[cfg(test)]
 mod tests;
