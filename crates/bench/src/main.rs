@@ -103,6 +103,10 @@ enum Cmd {
         asset_kib: usize,
         #[arg(long, default_value_t = 4)]
         warm_runs: usize,
+        /// A real Docusaurus docs tree instead of the generated book (ingested with
+        /// `panaversity fs ingest`), e.g. the sample book or the 724-lesson book.
+        #[arg(long)]
+        docs_dir: Option<std::path::PathBuf>,
     },
     /// plan_build over MCP on a book of --files journal rows, and in-process.
     PlanBuild {
@@ -262,6 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             assets,
             asset_kib,
             warm_runs,
+            docs_dir,
         } => {
             let book = bookgen::BookSpec {
                 lessons,
@@ -270,7 +275,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 asset_bytes: asset_kib * 1024,
                 ..bookgen::BookSpec::bench_200mib()
             };
-            fs::archive(&env, &fs::ArchiveOpts { book, warm_runs }).await
+            fs::archive(
+                &env,
+                &fs::ArchiveOpts {
+                    book,
+                    docs_dir,
+                    warm_runs,
+                },
+            )
+            .await
         }
         Cmd::PlanBuild { files, runs } => fs::plan_build(&env, files, runs).await,
         Cmd::Grep { mb, runs } => fs::grep(&env, mb, runs).await,
