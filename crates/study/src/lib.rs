@@ -5,6 +5,7 @@ pub mod chatkit;
 pub mod lessons;
 pub mod llm;
 pub mod provider;
+mod redis_conn;
 pub mod server;
 pub mod store;
 pub mod streaming;

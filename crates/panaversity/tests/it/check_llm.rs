@@ -153,9 +153,7 @@ async fn check_llm_names_the_problem_and_turns_fail_readably() {
         let text = client()
             .post(format!("{}/chatkit", server.base))
             .header("x-user-id", "student-p")
-            .json(&json!({"type": "threads.create", "params": {"input": {
-                "content": [{"type": "input_text", "text": "What is a loop?"}],
-                "attachments": [], "inference_options": {"model": "ask"}}}}))
+            .json(&crate::support::threads_create("What is a loop?", "ask"))
             .send()
             .await
             .unwrap()

@@ -112,9 +112,10 @@ async fn kill_9_mid_stream_keeps_the_partial_reply_and_the_next_turn_works() {
         let resp = client()
             .post(format!("{}/chatkit?lesson_path={LESSON_DOC}", server.base))
             .header("x-user-id", "crash-student")
-            .json(&json!({"type": "threads.create", "params": {"input": {
-                "content": [{"type": "input_text", "text": "Explain programs slowly"}],
-                "attachments": [], "inference_options": {"model": "ask"}}}}))
+            .json(&crate::support::threads_create(
+                "Explain programs slowly",
+                "ask",
+            ))
             .send()
             .await
             .unwrap();
@@ -211,9 +212,7 @@ async fn sigterm_lets_a_turn_whose_client_left_finish_and_store_its_reply() {
     let resp = client()
         .post(format!("{}/chatkit", server.base))
         .header("x-user-id", "crash-student")
-        .json(&json!({"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": "Explain programs"}],
-            "attachments": [], "inference_options": {"model": "ask"}}}}))
+        .json(&crate::support::threads_create("Explain programs", "ask"))
         .send()
         .await
         .unwrap();

@@ -141,9 +141,7 @@ async fn dev_server_end_to_end_and_restart_keeps_state() {
         .post(format!("{base}/chatkit?lesson_path={LESSON_DOC}"))
         .header("x-user-id", "student-1")
         .header("content-type", "application/json")
-        .json(&json!({"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": "Teach me"}],
-            "attachments": [], "inference_options": {"model": "teach"}}}}))
+        .json(&crate::support::threads_create("Teach me", "teach"))
         .send()
         .await
         .unwrap();

@@ -39,9 +39,7 @@ async fn a_reply_left_on_one_server_is_finished_through_another() {
     let resp = client()
         .post(format!("{}/chatkit", a.base))
         .header("x-user-id", "roaming-student")
-        .json(&json!({"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": "Explain programs"}],
-            "attachments": [], "inference_options": {"model": "ask"}}}}))
+        .json(&crate::support::threads_create("Explain programs", "ask"))
         .send()
         .await
         .unwrap();

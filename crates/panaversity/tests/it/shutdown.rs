@@ -82,9 +82,10 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_0() {
     let resp = client()
         .post(format!("{base}/chatkit?lesson_path={LESSON_DOC}"))
         .header("x-user-id", "student-9")
-        .json(&json!({"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": "What is a program, in one sentence?"}],
-            "attachments": [], "inference_options": {"model": "ask"}}}}))
+        .json(&crate::support::threads_create(
+            "What is a program, in one sentence?",
+            "ask",
+        ))
         .send()
         .await
         .unwrap();

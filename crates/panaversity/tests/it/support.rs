@@ -298,6 +298,13 @@ fn uuid_like(seed: &str) -> String {
 }
 
 /// An HTTP client (installs the rustls provider reqwest needs).
+/// A ChatKit `threads.create` request body: one text message in `model`'s mode (`ask`/`teach`).
+pub fn threads_create(text: &str, model: &str) -> serde_json::Value {
+    serde_json::json!({"type": "threads.create", "params": {"input": {
+        "content": [{"type": "input_text", "text": text}],
+        "attachments": [], "inference_options": {"model": model}}}})
+}
+
 pub fn client() -> reqwest::Client {
     platform::install_crypto_provider();
     reqwest::Client::builder()

@@ -40,9 +40,10 @@ async fn ask(base: &str, user: &str, lesson: &str) -> String {
     let r = client()
         .post(format!("{base}/chatkit?lesson_path={lesson}"))
         .header("x-user-id", user)
-        .json(&json!({"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": "Summarise this lesson"}],
-            "attachments": [], "inference_options": {"model": "ask"}}}}))
+        .json(&crate::support::threads_create(
+            "Summarise this lesson",
+            "ask",
+        ))
         .send()
         .await
         .unwrap();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use super::Lesson;
@@ -155,14 +155,7 @@ pub struct RedisCache {
 impl RedisCache {
     /// Connect (fails fast when Redis is unreachable). Keys are `{prefix}{lesson key}`.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisCache, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL: {e}"))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let cm = ConnectionManager::new_with_config(client, cfg)
-            .await
-            .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+        let cm = crate::redis_conn::connect(url).await?;
         Ok(RedisCache {
             cm,
             prefix: prefix.to_string(),

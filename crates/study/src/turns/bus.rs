@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use redis::Value as RV;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::hub::TurnLog;
 
@@ -39,14 +39,7 @@ fn secs(d: Duration) -> u64 {
 impl RedisBus {
     /// Connect (fails fast when Redis is unreachable).
     pub async fn connect(url: &str, prefix: &str, retain: Duration) -> Result<RedisBus, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL: {e}"))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let cm = ConnectionManager::new_with_config(client, cfg)
-            .await
-            .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+        let cm = crate::redis_conn::connect(url).await?;
         Ok(RedisBus {
             cm,
             prefix: prefix.to_string(),
