@@ -34,9 +34,14 @@ pub enum FsCmd {
     Fsck {
         #[command(flatten)]
         storage: StorageArgs,
-        /// Re-materialize canonical objects from blobs and quarantine orphans.
+        /// Re-materialize canonical objects from blobs and quarantine orphans (at most 10
+        /// orphans without --force: more usually means a bucket written by another tool, which
+        /// `fs adopt-storage` adopts instead).
         #[arg(long)]
         repair: bool,
+        /// With --repair: quarantine every orphan, however many.
+        #[arg(long, requires = "repair")]
+        force: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -52,6 +57,12 @@ pub enum FsCmd {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Adopt a Python PanaversityFS deployment: its journal, audit log and bucket (or, without
+    /// --from-database, every object under books/ in --from-storage). Idempotent; --dry-run.
+    Import(Box<crate::cli_import::ImportArgs>),
+    /// Adopt the objects of this store's own storage that have no journal row (a bucket written
+    /// by another tool), instead of letting fsck --repair quarantine them. Idempotent; --dry-run.
+    AdoptStorage(Box<crate::cli_import::AdoptArgs>),
     /// Upload a Docusaurus docs tree into a book over MCP (changed files only).
     Ingest(Box<crate::cli_sync::IngestArgs>),
     /// Bring a local docs tree up to date with a book over MCP (plan_build deltas).
@@ -158,7 +169,11 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 async fn db_only(common: &Common) -> anyhow::Result<Db> {
     let url = config::database_url(common)?;
-    Db::connect(&url, &PoolSettings::default()).await
+    let settings = PoolSettings {
+        pg_schema: Some(common.db_schema.clone()),
+        ..PoolSettings::default()
+    };
+    Db::connect(&url, &settings).await
 }
 
 fn spinner(msg: &str) -> indicatif::ProgressBar {
@@ -196,9 +211,12 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
             pfs_mcp::serve_stdio(pfs_mcp::PfsMcpState::new(engine, cfg), identity).await?;
             Ok(ExitCode::SUCCESS)
         }
+        FsCmd::Import(a) => crate::cli_import::import(common, *a).await,
+        FsCmd::AdoptStorage(a) => crate::cli_import::adopt(common, *a).await,
         FsCmd::Fsck {
             storage,
             repair,
+            force,
             json,
         } => {
             let (_db, engine) = open_engine(common, &storage, PoolSettings::default()).await?;
@@ -207,7 +225,8 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
             } else {
                 "checking journal vs storage…"
             });
-            let report = engine.fsck(repair).await?;
+            let limit = (!force).then_some(pfs::fsck::QUARANTINE_LIMIT);
+            let report = engine.fsck_with(repair, limit).await?;
             pb.finish_and_clear();
             if json {
                 print_json(&report)?;
@@ -227,6 +246,9 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
                 );
                 for i in &report.issues {
                     println!("- {}", serde_json::to_string(i)?);
+                }
+                if let Some(why) = &report.quarantine_refused {
+                    println!("orphans left in place: {why}");
                 }
                 println!(
                     "{}",

@@ -11,12 +11,16 @@ pub enum StudyCmd {
     /// OPENAI_API_KEY, STUDY_TEACH_MODEL, STUDY_ASK_MODEL) and say exactly what is wrong:
     /// auth, model not found, unreachable, timeout. Exit 0 when every model answered.
     CheckLlm,
+    /// Import the Python Study Mode's threads and items (its `study_mode_chat` schema) into this
+    /// store, per user, with their ids (old links keep working). Idempotent; --dry-run.
+    Import(Box<crate::cli_study_import::StudyImportArgs>),
 }
 
 /// Run a study command.
-pub async fn run(cmd: StudyCmd) -> anyhow::Result<ExitCode> {
+pub async fn run(common: &crate::config::Common, cmd: StudyCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         StudyCmd::CheckLlm => check_llm().await,
+        StudyCmd::Import(a) => crate::cli_study_import::run(common, *a).await,
     }
 }
 

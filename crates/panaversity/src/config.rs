@@ -57,6 +57,16 @@ pub struct Common {
     /// Database URL: `sqlite://path?mode=rwc` or `postgres://…`. Default: SQLite file in the data dir.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL schema that holds every table of ours (created if missing), so the database
+    /// can be shared, e.g. with the predecessor's tables in `public` during a cut-over.
+    /// Ignored on SQLite.
+    #[arg(
+        long,
+        env = "PANAVERSITY_DB_SCHEMA",
+        default_value = "panaversity",
+        global = true
+    )]
+    pub db_schema: platform::db::PgSchema,
     /// Log format.
     #[arg(
         long,

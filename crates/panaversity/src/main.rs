@@ -36,7 +36,9 @@ fn collect_this_thread() {
 }
 
 mod cli_fs;
+mod cli_import;
 mod cli_study;
+mod cli_study_import;
 mod cli_sync;
 mod config;
 mod legacy_env;
@@ -120,7 +122,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Serve(args) => serve::run(&cli.common, *args).await,
             Cmd::Fs(cmd) => cli_fs::run(&cli.common, *cmd).await,
-            Cmd::Study(cmd) => cli_study::run(cmd).await,
+            Cmd::Study(cmd) => cli_study::run(&cli.common, cmd).await,
             Cmd::Migrate { direction } => cli_fs::migrate(&cli.common, direction).await,
         }
     });

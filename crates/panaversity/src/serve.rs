@@ -243,6 +243,10 @@ pub async fn open_engine(
     pool: PoolSettings,
 ) -> anyhow::Result<(Db, Engine)> {
     let url = config::database_url(common)?;
+    let pool = PoolSettings {
+        pg_schema: Some(common.db_schema.clone()),
+        ..pool
+    };
     let db = Db::connect(&url, &pool).await?;
     let cfg = storage_config(common, s)?;
     let opts = pfs::storage::StorageOptions {

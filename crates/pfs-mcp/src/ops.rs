@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use pfs::engine::{AssetStatus, Engine, JournalEntry, ListView, Source};
 use pfs::search::{GlobMatcher, is_grep_candidate};
-use pfs::{Actor, BookId, BookPath, DirPrefix, Namespace, PfsError, RequestKey, UserId};
+use pfs::{Actor, BookId, BookPath, DirPrefix, Namespace, PfsError, RequestKey, UserId, WriteMode};
 use platform::Identity;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -62,10 +62,11 @@ pub(crate) fn write_output(
     size: u64,
     sha: String,
     prev: Option<String>,
+    mode: WriteMode,
 ) -> WriteContentOutput {
     WriteContentOutput {
         status: "success".into(),
-        mode: if prev.is_none() { "created" } else { "updated" }.into(),
+        mode: mode.as_str().into(),
         storage_path: path.storage_key(book, ns),
         path: path.as_str().to_string(),
         file_size: size,
@@ -404,6 +405,7 @@ impl PfsTools {
             out.size,
             out.sha256,
             out.prev_hash,
+            out.mode,
         ))
     }
 

@@ -80,8 +80,8 @@ pub struct ReadContentOutput {
 pub struct WriteContentOutput {
     /// Always `success`.
     pub status: String,
-    /// `created` or `updated`.
-    #[schemars(extend("enum" = ["created", "updated"]))]
+    /// `unchanged`: the bytes were already current (no new version).
+    #[schemars(extend("enum" = ["created", "updated", "unchanged"]))]
     pub mode: String,
     /// Book-relative path.
     pub path: String,

@@ -13,7 +13,7 @@
 
 use pfs::audit::{AuditRow, OP_MOVE_CONTENT};
 use pfs::edit::{TextEdit, apply_edits, unified_diff};
-use pfs::{BookId, BookPath, ErrorCode, Namespace, PfsError, RequestKey};
+use pfs::{BookId, BookPath, ErrorCode, Namespace, PfsError, RequestKey, WriteMode};
 use platform::Identity;
 use rmcp::model::JsonObject;
 use serde_json::Value;
@@ -152,7 +152,12 @@ impl PfsTools {
             .find_version(&book, &path, &ns, &sha)
             .await?
             .ok_or_else(|| inconsistent("write"))?;
-        let mut out = write_output(&book, &path, &ns, v.size, sha, row.prev_hash.clone());
+        let mode = if row.prev_hash.is_none() {
+            WriteMode::Created
+        } else {
+            WriteMode::Updated
+        };
+        let mut out = write_output(&book, &path, &ns, v.size, sha, row.prev_hash.clone(), mode);
         out.replayed = Some(true);
         Ok(out)
     }

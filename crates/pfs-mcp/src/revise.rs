@@ -52,12 +52,7 @@ impl PfsTools {
             Err(e) => return Err(self.explain_not_found(&book, e).await),
         };
         Ok(EditContentOutput {
-            mode: match out.mode {
-                None => "unchanged",
-                Some(WriteMode::Created) => "created",
-                Some(WriteMode::Updated) => "updated",
-            }
-            .into(),
+            mode: out.mode.unwrap_or(WriteMode::Unchanged).as_str().into(),
             path: path.as_str().to_string(),
             file_hash: out.sha256,
             prev_hash: out.prev_hash,

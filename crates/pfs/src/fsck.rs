@@ -9,7 +9,10 @@
 //! * a missing or corrupt blob is restored from the canonical object when that one hashes right;
 //! * orphans are **quarantined**, not deleted: moved to `_pfs/quarantine/{run}/{original key}`
 //!   (outside `books/`, so they vanish from listings, archives and the CDN but an operator can
-//!   still recover them; e.g. files an older tool wrote without a journal row).
+//!   still recover them; e.g. files an older tool wrote without a journal row). More than
+//!   [`QUARANTINE_LIMIT`] orphans are not moved unless the caller lifts the limit: so many objects
+//!   without rows usually mean a bucket written by another tool (the predecessor), which
+//!   `panaversity fs adopt-storage` adopts instead.
 //!
 //! Rows whose blob and canonical object are both missing or wrong cannot be repaired; they are
 //! reported as `unrepairable`.
@@ -61,6 +64,9 @@ pub struct FsckReport {
     pub unrepairable: u64,
     /// Where orphans were moved (when any were quarantined).
     pub quarantine_prefix: Option<String>,
+    /// Why orphans were left in place although `repair` was asked (too many of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine_refused: Option<String>,
     pub issues: Vec<FsckIssue>,
 }
 
@@ -83,9 +89,19 @@ fn issue(kind: &str, key: &str, e: Option<&JournalEntry>, detail: String) -> Fsc
     }
 }
 
+/// Most orphans a repair quarantines without being told to (see the module docs).
+pub const QUARANTINE_LIMIT: u64 = 10;
+
 impl Engine {
-    /// Compare journal and storage; with `repair`, fix what can be fixed (see [`crate::fsck`]).
+    /// Compare journal and storage; with `repair`, fix what can be fixed (see [`crate::fsck`]),
+    /// quarantining at most [`QUARANTINE_LIMIT`] orphans.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        self.fsck_with(repair, Some(QUARANTINE_LIMIT)).await
+    }
+
+    /// [`Engine::fsck`] with another quarantine limit (`None`: no limit). Over the limit, no
+    /// orphan is moved and [`FsckReport::quarantine_refused`] says why.
+    pub async fn fsck_with(&self, repair: bool, max_quarantine: Option<u64>) -> Result<FsckReport> {
         let storage = self.storage();
         let mut rep = FsckReport {
             repair,
@@ -224,17 +240,32 @@ impl Engine {
             "_pfs/quarantine/{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
         );
+        let mut orphans = Vec::new();
         for (key, _size) in objects {
-            if known.contains(&key) {
-                continue;
-            }
             // A row may have been created since we read the journal: re-check before acting.
-            if self.journal_has_key(&key, &rows).await {
-                continue;
+            if !known.contains(&key) && !self.journal_has_key(&key, &rows).await {
+                orphans.push(key);
             }
-            rep.orphans += 1;
+        }
+        rep.orphans = orphans.len() as u64;
+        let quarantine = repair
+            && match max_quarantine {
+                Some(limit) if rep.orphans > limit => {
+                    rep.quarantine_refused = Some(format!(
+                        "{} objects under books/ have no journal row, more than the {limit} a \
+                         repair moves without --force: this looks like a bucket written by another \
+                         tool (e.g. the Python PanaversityFS). Adopt them into the journal with \
+                         `panaversity fs adopt-storage` (or `fs import`), or pass --force to \
+                         quarantine them all to _pfs/quarantine/",
+                        rep.orphans
+                    ));
+                    false
+                }
+                _ => true,
+            };
+        for key in orphans {
             let mut is = issue("orphan", &key, None, "object without a journal row".into());
-            if repair {
+            if quarantine {
                 let dest = format!("{run}/{key}");
                 let moved = async {
                     storage.copy(&key, &dest).await?;

@@ -27,8 +27,8 @@ pub mod validate;
 
 pub use engine::{
     Actor, AssetOutcome, AssetStatus, BookInfo, DeleteOutcome, EditOutcome, Engine, EngineConfig,
-    JournalEntry, Limits, ListView, MoveOutcome, ReadOutput, Source, VersionEntry, WriteMode,
-    WriteOutcome,
+    ImportOptions, JournalEntry, Limits, ListView, MoveOutcome, ReadOutput, Source, VersionEntry,
+    WriteMode, WriteOutcome,
 };
 pub use error::{ErrorCode, PfsError, Result};
 pub use ids::{BASE_USER, BookId, Namespace, RequestKey, UserId};

@@ -58,6 +58,49 @@ impl DbKind {
     }
 }
 
+/// A PostgreSQL schema name our tables live in (so they can share a database with other
+/// applications, e.g. the predecessor's `file_journal` in `public`): 1–63 lowercase ASCII letters,
+/// digits and underscores, not starting with a digit, not `pg_…`. Valid by construction, so it can
+/// be spliced into `SET search_path` / `CREATE SCHEMA` unquoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSchema(String);
+
+impl PgSchema {
+    pub fn parse(name: &str) -> anyhow::Result<PgSchema> {
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && !name.starts_with("pg_")
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            anyhow::bail!(
+                "invalid PostgreSQL schema name {name:?}: use 1-63 lowercase letters, digits and \
+                 underscores, not starting with a digit or pg_"
+            );
+        }
+        Ok(PgSchema(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PgSchema {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<PgSchema> {
+        PgSchema::parse(s)
+    }
+}
+
+impl std::fmt::Display for PgSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Pool settings. Defaults are sane for one server process on a small machine.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -74,6 +117,9 @@ pub struct PoolSettings {
     /// [`Db::write_sync`] is available (one direct write connection), instead of everything going
     /// through the pool's worker threads ([`sqlite_read`]). Ignored on PostgreSQL.
     pub sqlite_direct: bool,
+    /// PostgreSQL: the schema every connection works in (`search_path`), created if missing.
+    /// `None`: the server's default search path (`public`). Ignored on SQLite.
+    pub pg_schema: Option<PgSchema>,
 }
 
 impl Default for PoolSettings {
@@ -86,6 +132,7 @@ impl Default for PoolSettings {
             busy_timeout: Duration::from_secs(10),
             test_before_acquire: true,
             sqlite_direct: true,
+            pg_schema: None,
         }
     }
 }
@@ -209,13 +256,24 @@ impl Db {
                 });
             }
             DbKind::Postgres => {
+                if let Some(schema) = &settings.pg_schema {
+                    create_schema(url, schema).await?;
+                }
                 let st_ms = settings.statement_timeout.as_millis();
+                let search_path = settings
+                    .pg_schema
+                    .as_ref()
+                    .map(|s| format!("SET search_path TO {s}"));
                 opts = opts.after_connect(move |conn, _meta| {
+                    let search_path = search_path.clone();
                     Box::pin(async move {
                         conn.execute(sqlx::AssertSqlSafe(format!(
                             "SET statement_timeout = {st_ms}"
                         )))
                         .await?;
+                        if let Some(sql) = search_path {
+                            conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                        }
                         Ok(())
                     })
                 });
@@ -489,6 +547,33 @@ fn is_transient_sqlite_error(code: rusqlite::ErrorCode) -> bool {
 /// SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL.
 fn is_transient_sqlite_code(primary: i32) -> bool {
     matches!(primary, 5 | 6 | 10 | 13 | 14 | 15)
+}
+
+/// `CREATE SCHEMA IF NOT EXISTS` on one short-lived connection (two processes racing to create it
+/// both succeed: the loser's duplicate error is ignored when the schema then exists).
+async fn create_schema(url: &str, schema: &PgSchema) -> anyhow::Result<()> {
+    let mut conn = <AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .context("connecting to the postgres database")?;
+    let res = conn
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .await;
+    if let Err(e) = res {
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::BIGINT FROM information_schema.schemata WHERE schema_name = $1",
+        )
+        .bind(schema.as_str())
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap_or(None);
+        if exists.is_none() {
+            return Err(e).with_context(|| format!("creating the PostgreSQL schema {schema}"));
+        }
+    }
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(())
 }
 
 /// Build a migrator from an embedded migration set with its own tracking table, so several

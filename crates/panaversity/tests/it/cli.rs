@@ -36,9 +36,12 @@ async fn table_exists(db: &Db, name: &str) -> bool {
 }
 
 async fn existing(url: &str) -> Vec<&'static str> {
-    let db = Db::connect(url, &PoolSettings::default())
-        .await
-        .expect("connect");
+    // The binary keeps its PostgreSQL tables in the `panaversity` schema (ignored on SQLite).
+    let settings = PoolSettings {
+        pg_schema: Some(platform::db::PgSchema::parse("panaversity").unwrap()),
+        ..PoolSettings::default()
+    };
+    let db = Db::connect(url, &settings).await.expect("connect");
     let mut v = Vec::new();
     for t in TABLES {
         if table_exists(&db, t).await {

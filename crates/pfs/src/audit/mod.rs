@@ -30,8 +30,10 @@
 
 use std::collections::HashMap;
 
+mod legacy;
 mod log;
 
+pub use legacy::{AUDIT_ITEM, LegacyAuditRow, append_legacy_rows, import_progress};
 pub use log::{AuditLog, AuditPage, AuditQuery, ChainBreak, ChainReport, glob_to_like};
 
 use chrono::{DateTime, Utc};
@@ -70,13 +72,21 @@ pub const OP_UPLOAD_ASSET: &str = "upload_asset";
 pub const OP_DELETE_ASSET: &str = "delete_asset";
 /// A rename: one row at the old path (`prev_hash` → NULL) and one at the new (NULL → `new_hash`).
 pub const OP_MOVE_CONTENT: &str = "move_content";
+/// A file adopted from elsewhere (`panaversity fs import` / `fs adopt-storage`): `prev_hash` is the
+/// version it replaced here (NULL for a new file), `new_hash` the imported bytes.
+pub const OP_IMPORT: &str = "import";
+/// Prefix of the operation of rows copied from the predecessor's audit log (`legacy:write_content`
+/// …): kept with their agents and timestamps in the row chains, outside the per-file chains
+/// (the predecessor's own hash links were not reliable, see the import docs).
+pub const LEGACY_OP_PREFIX: &str = "legacy:";
 /// All per-file chain operations.
-pub const CHAIN_OPERATIONS: [&str; 5] = [
+pub const CHAIN_OPERATIONS: [&str; 6] = [
     OP_WRITE_CONTENT,
     OP_DELETE_CONTENT,
     OP_UPLOAD_ASSET,
     OP_DELETE_ASSET,
     OP_MOVE_CONTENT,
+    OP_IMPORT,
 ];
 
 /// Audit statuses.
@@ -414,7 +424,7 @@ async fn lock_shard(conn: &mut AnyConnection, row: &NewAuditRow<'_>) -> Result<(
 /// shard lock first, so rows of one file are appended in commit order. Returns the seq.
 pub(crate) async fn append_in_tx(conn: &mut AnyConnection, row: &NewAuditRow<'_>) -> Result<i64> {
     let (shard, prev_row_hash) = lock_shard(conn, row).await?;
-    append_at(conn, row, shard, &prev_row_hash).await
+    append_at(conn, row, shard, &prev_row_hash, now_micros()).await
 }
 
 /// For transactions that only record a failed (no-change) operation: on PostgreSQL commit
@@ -453,14 +463,16 @@ pub(crate) async fn append_failure_in_tx(
     .map_err(db_err("read current hash for audit"))?;
     row.prev_hash = current.as_deref();
     row.new_hash = current.as_deref();
-    append_at(conn, &row, shard, &prev_row_hash).await
+    append_at(conn, &row, shard, &prev_row_hash, now_micros()).await
 }
 
+/// Append `row` at time `ts` (microseconds) after the shard's last row `prev_row_hash`.
 async fn append_at(
     conn: &mut AnyConnection,
     row: &NewAuditRow<'_>,
     shard: i64,
     prev_row_hash: &str,
+    ts: i64,
 ) -> Result<i64> {
     // Drawn after the shard lock, so seq increases along every chain.
     let seq: i64 = if conn.backend_name() == "PostgreSQL" {
@@ -471,7 +483,6 @@ async fn append_at(
     .fetch_one(&mut *conn)
     .await
     .map_err(db_err("allocate audit seq"))?;
-    let ts = now_micros();
     let row_hash = row.hash_at(seq, shard, ts, prev_row_hash);
     bind_row(
         sqlx::query(SQL_INSERT_ROW),

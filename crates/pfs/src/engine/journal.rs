@@ -20,12 +20,13 @@ where
     Ok(rows)
 }
 
-/// Increment the book's generation counter of the change's audit shard (whose head row the
-/// transaction already holds), so cached base manifests of every engine on this database see the
-/// change (see [`Engine::base_manifest`]).
 /// A book's profile and the current hash of one key (no row: the book does not exist).
 pub(super) const SQL_PROFILE_AND_HASH: &str = "SELECT profile, (SELECT sha256 FROM file_journal \
      WHERE book_id = $1 AND path = $2 AND user_id = $3) AS sha FROM books WHERE book_id = $1";
+
+/// The current hash and version of one key.
+pub(super) const SQL_HASH_AND_VERSION: &str = "SELECT sha256, version FROM file_journal \
+     WHERE book_id = $1 AND path = $2 AND user_id = $3";
 
 /// The pending ticket and the journal hash of one key, in one snapshot.
 pub(super) const SQL_PENDING_AND_STATE: &str = "SELECT (SELECT ticket FROM pending_materializations \

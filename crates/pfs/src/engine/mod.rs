@@ -47,13 +47,13 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::audit::{
-    self, AuditLog, NewAuditRow, OP_DELETE_ASSET, OP_DELETE_CONTENT, OP_MOVE_CONTENT,
+    self, AuditLog, NewAuditRow, OP_DELETE_ASSET, OP_DELETE_CONTENT, OP_IMPORT, OP_MOVE_CONTENT,
     OP_UPLOAD_ASSET, OP_WRITE_CONTENT, STATUS_CONFLICT, STATUS_ERROR, STATUS_SUCCESS,
 };
 use crate::blob_cache::BlobCache;
 use crate::confirm::{self, Applied, ConfirmQueue};
 use crate::db::{
-    self as pdb, db_err, from_micros, like_escape, now_micros, sync_db_err, sync_stmt,
+    self as pdb, db_err, from_micros, like_escape, now_micros, sync_db_err, sync_stmt, to_micros,
 };
 use crate::error::{PfsError, Result};
 use crate::ids::{BASE_USER, BookId, Namespace, RequestKey, Sha256, UserId};
@@ -64,6 +64,7 @@ use crate::storage::{Storage, blob_key, is_sha256_hex, sha256_hex};
 mod archive_source;
 mod edits;
 mod faults;
+mod import;
 mod journal;
 mod manifest_cache;
 mod materialize;
@@ -79,6 +80,7 @@ pub use crate::ids::Actor;
 pub use archive_source::EngineArchiveSource;
 pub use edits::EditOutcome;
 pub use faults::Faults;
+pub use import::ImportOptions;
 use journal::*;
 pub use moves::MoveOutcome;
 
@@ -196,6 +198,20 @@ pub struct ReadOutput {
 pub enum WriteMode {
     Created,
     Updated,
+    /// The bytes were already the current version: nothing was written, no version or audit
+    /// row was added (legacy clients that re-send unchanged files cost nothing).
+    Unchanged,
+}
+
+impl WriteMode {
+    /// The wire name (`created` | `updated` | `unchanged`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Created => "created",
+            WriteMode::Updated => "updated",
+            WriteMode::Unchanged => "unchanged",
+        }
+    }
 }
 
 /// Result of [`Engine::write`].

@@ -92,6 +92,7 @@ impl Engine {
                     let (status, mode) = match o.mode {
                         WriteMode::Created => (AssetStatus::Created, "created"),
                         WriteMode::Updated => (AssetStatus::Updated, "updated"),
+                        WriteMode::Unchanged => (AssetStatus::Unchanged, "unchanged"),
                     };
                     write_metrics(STATUS_SUCCESS, mode, OP_UPLOAD_ASSET, started);
                     return Ok(AssetOutcome {

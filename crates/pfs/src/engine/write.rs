@@ -29,16 +29,7 @@ impl Engine {
             .write_inner(actor, book, path, ns, bytes, expected_hash, op, started)
             .await;
         match &res {
-            Ok(o) => write_metrics(
-                STATUS_SUCCESS,
-                if o.mode == WriteMode::Created {
-                    "created"
-                } else {
-                    "updated"
-                },
-                op,
-                started,
-            ),
+            Ok(o) => write_metrics(STATUS_SUCCESS, o.mode.as_str(), op, started),
             Err(e) => write_metrics(audit_status(e), "none", op, started),
         }
         res
@@ -68,6 +59,14 @@ impl Engine {
             return Ok(o);
         }
         let checks = self.check_write(book, path, ns, &bytes).await;
+        let sha = Sha256::of(&bytes);
+        if let Ok(Some(current)) = &checks
+            && *current == *sha.as_str()
+            && expected_hash.is_none_or(|h| Sha256::parse(h).is_ok())
+            && let Some(o) = self.unchanged(book, path, ns, &sha, bytes.len()).await?
+        {
+            return Ok(o);
+        }
         let expected = match expected_hash {
             None => Ok(Expect::Absent),
             Some(h) => Sha256::parse(h).map(Expect::Hash),
@@ -99,7 +98,6 @@ impl Engine {
                 return Err(e);
             }
         };
-        let sha = Sha256::of(&bytes);
         let size = bytes.len() as u64;
         if self.inner.commit_path == CommitPath::SqliteLocal {
             return self.write_local(req, sha, bytes, expected).await;
@@ -107,6 +105,38 @@ impl Engine {
         let unsynced = self.store_write_blob(req, &sha, &bytes).await?;
         self.commit_write(req, &sha, size, expected, unsynced.as_deref())
             .await
+    }
+
+    /// The outcome of a write whose bytes are already the current version of the file: nothing
+    /// is stored, committed or audited. Whatever `expected_hash` said, the file ends up as the
+    /// caller wanted and nothing is overwritten. `None` when the file changed since the
+    /// pre-check (the caller then writes as usual).
+    async fn unchanged(
+        &self,
+        book: &BookId,
+        path: &BookPath,
+        ns: &Namespace,
+        sha: &Sha256,
+        size: usize,
+    ) -> Result<Option<WriteOutcome>> {
+        let row: Option<(String, i64)> = self
+            .key_pair(
+                "read current version",
+                SQL_HASH_AND_VERSION,
+                book.as_str(),
+                path.as_str(),
+                ns.journal_user(),
+            )
+            .await?;
+        Ok(row
+            .filter(|(current, _)| *current == *sha.as_str())
+            .map(|(current, version)| WriteOutcome {
+                mode: WriteMode::Unchanged,
+                sha256: sha.to_string(),
+                size: size as u64,
+                prev_hash: Some(current),
+                version,
+            }))
     }
 
     /// Store a write's blob before the journal names it (a failure is audited and returned) and

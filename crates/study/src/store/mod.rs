@@ -11,8 +11,10 @@
 //!   checkpointed while it streams ([`stream`]); listings show a reply whose stream ended early,
 //!   or whose last checkpoint is older than the stream lease (its process died), as incomplete.
 
+mod import;
 mod stream;
 
+pub use import::Imported;
 pub use stream::{INCOMPLETE_NOTE, Inserted, ItemKeys, StreamState};
 
 use std::time::Duration;
@@ -632,13 +634,22 @@ impl ThreadStore {
 type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
 
 fn insert_thread(owner: &Owner, meta: &ThreadMetadata) -> Result<AnyQuery, StoreError> {
+    insert_thread_sql(owner, meta, "")
+}
+
+/// The thread INSERT with `tail` appended (e.g. an `ON CONFLICT` clause).
+fn insert_thread_sql(
+    owner: &Owner,
+    meta: &ThreadMetadata,
+    tail: &'static str,
+) -> Result<AnyQuery, StoreError> {
     let status = serde_json::to_string(&meta.status).map_err(corrupt("thread status"))?;
     let metadata = serde_json::to_string(&meta.metadata).map_err(corrupt("thread metadata"))?;
-    Ok(sqlx::query(
+    Ok(sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO study_threads (user_id, id, org_id, title, title_set_by_user, status, \
          metadata, tutor_state, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 0, $5, $6, NULL, $7, $7)",
-    )
+         VALUES ($1, $2, $3, $4, 0, $5, $6, NULL, $7, $7){tail}"
+    )))
     .bind(owner.user_id.clone())
     .bind(meta.id.clone())
     .bind(owner.org_id.clone())
@@ -649,11 +660,20 @@ fn insert_thread(owner: &Owner, meta: &ThreadMetadata) -> Result<AnyQuery, Store
 }
 
 fn insert_item(owner: &Owner, item: &ThreadItem) -> Result<AnyQuery, StoreError> {
+    insert_item_sql(owner, item, "")
+}
+
+/// The item INSERT with `tail` appended (e.g. an `ON CONFLICT` clause).
+fn insert_item_sql(
+    owner: &Owner,
+    item: &ThreadItem,
+    tail: &'static str,
+) -> Result<AnyQuery, StoreError> {
     let payload = serde_json::to_string(item).map_err(corrupt("item"))?;
-    Ok(sqlx::query(
+    Ok(sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO study_items (user_id, thread_id, id, type, created_at, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6){tail}"
+    )))
     .bind(owner.user_id.clone())
     .bind(item.thread_id.clone())
     .bind(item.id.clone())
