@@ -80,7 +80,7 @@ pub struct ReadContentOutput {
 pub struct WriteContentOutput {
     /// Always `success`.
     pub status: String,
-    /// `unchanged`: the bytes were already current (no new version).
+    /// `unchanged`: no new version.
     #[schemars(extend("enum" = ["created", "updated", "unchanged"]))]
     pub mode: String,
     /// Book-relative path.

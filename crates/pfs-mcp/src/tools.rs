@@ -203,7 +203,7 @@ impl PfsTools {
 
     #[tool(
         name = "write_content",
-        description = "Create (no expected_hash) or replace a content file (expected_hash = current file_hash_sha256, else HASH_REQUIRED or CONFLICT with current_hash and a diff). Stored byte-exact. For small changes prefer edit_content. With user_id: that user's overlay (your own unless admin).",
+        description = "Create (no expected_hash) or replace a content file (expected_hash = current file_hash_sha256, else HASH_REQUIRED or CONFLICT with current_hash and a diff). Stored byte-exact. Small changes: edit_content. With user_id: that user's overlay (yours unless admin).",
         input_schema = input_schema::<WriteContentArgs>(),
         output_schema = output_schema::<WriteContentOutput>(),
         annotations(title = "Write Content (Upsert)", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)

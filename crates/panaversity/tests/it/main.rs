@@ -6,6 +6,7 @@ mod check_llm;
 mod cli;
 mod config_file;
 mod crash_stream;
+mod cutover;
 mod dev_serve;
 mod disk_full;
 mod http_hardening;
