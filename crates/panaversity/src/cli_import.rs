@@ -90,7 +90,7 @@ pub struct FileNote {
     pub book_id: String,
     pub path: String,
     pub user_id: String,
-    /// `missing`, `mismatch`, `rejected`, `failed`.
+    /// `missing`, `mismatch`, `rejected`, `diverged`, `failed`.
     pub kind: &'static str,
     pub detail: String,
 }
@@ -110,6 +110,8 @@ pub struct ImportReport {
     pub mismatched: u64,
     /// Keys that are not valid book/path/user names here (skipped).
     pub rejected: u64,
+    /// Files changed here since they were imported (or created here): left as they are.
+    pub diverged: u64,
     pub failed: u64,
     pub audit_rows_copied: u64,
     pub notes: Vec<FileNote>,
@@ -191,7 +193,7 @@ fn finish(report: &ImportReport, json: bool) -> anyhow::Result<ExitCode> {
             "imported"
         };
         println!(
-            "{verb} from {}: {} files seen, {} created, {} updated, {} unchanged, {} missing, {} mismatched, {} rejected, {} failed; {} audit rows {}",
+            "{verb} from {}: {} files seen, {} created, {} updated, {} unchanged, {} missing, {} mismatched, {} rejected, {} diverged, {} failed; {} audit rows {}",
             report.source,
             report.files_seen,
             report.created,
@@ -200,6 +202,7 @@ fn finish(report: &ImportReport, json: bool) -> anyhow::Result<ExitCode> {
             report.missing,
             report.mismatched,
             report.rejected,
+            report.diverged,
             report.failed,
             report.audit_rows_copied,
             if report.dry_run { "to copy" } else { "copied" },
@@ -349,6 +352,7 @@ async fn import_files(
                 match kind {
                     "missing" => report.missing += 1,
                     "rejected" => report.rejected += 1,
+                    "diverged" => report.diverged += 1,
                     _ => report.failed += 1,
                 }
                 report.note(&f, kind, detail);
@@ -394,7 +398,17 @@ async fn import_one(
         let outcome = match engine.stat(&book, &path, &ns).await {
             Ok(None) => Outcome::Done(WriteMode::Created),
             Ok(Some(e)) if e.sha256 == sha => Outcome::Done(WriteMode::Unchanged),
-            Ok(Some(_)) => Outcome::Done(WriteMode::Updated),
+            Ok(Some(e)) => match engine.last_change(&book, &path, &ns).await {
+                Ok(Some(op)) if op == pfs::audit::OP_IMPORT => Outcome::Done(WriteMode::Updated),
+                Ok(_) => Outcome::Note(
+                    "diverged",
+                    format!(
+                        "changed here since the last import (now {}); would be left as it is",
+                        e.sha256
+                    ),
+                ),
+                Err(e) => Outcome::Note("failed", e.to_string()),
+            },
             Err(e) => Outcome::Note("failed", e.to_string()),
         };
         return (outcome, mismatch);
@@ -431,6 +445,10 @@ async fn import_one(
             | pfs::PfsError::InvalidInput(_)
             | pfs::PfsError::PayloadTooLarge { .. }),
         ) => Outcome::Note("rejected", e.to_string()),
+        Err(pfs::PfsError::Conflict { current, .. }) => Outcome::Note(
+            "diverged",
+            format!("changed here since the last import (now {current}); left as it is"),
+        ),
         Err(e) => Outcome::Note("failed", e.to_string()),
     };
     (outcome, mismatch)

@@ -458,6 +458,63 @@ async fn cut_over_from_the_python_services_on_one_database() {
         assert_eq!(r["file_hash_sha256"], sha(bytes), "{book}/{path}");
     }
 
+    // During the switch window: the old side changes two lessons, one of which was also edited
+    // here since the import. A re-import brings the other over and never overwrites ours.
+    let lessons: Vec<(String, String, String)> = files
+        .keys()
+        .filter(|(b, p, u)| b == BOOKS[1] && p.starts_with("content/") && u == "__base__")
+        .take(2)
+        .cloned()
+        .collect();
+    let (ours, theirs) = (&lessons[0], &lessons[1]);
+    let edited_here = mcp
+        .ok(
+            "write_content",
+            json!({"book_id": ours.0, "path": ours.1, "content": "# Revised on the new server
+",
+                "expected_hash": sha(&files[ours])}),
+        )
+        .await;
+    assert_eq!(edited_here["mode"], "updated", "{edited_here}");
+    for k in [ours, theirs] {
+        let new = format!(
+            "# Changed on the old server: {}
+",
+            k.1
+        )
+        .into_bytes();
+        std::fs::write(bucket.join(storage_key(&k.0, &k.1, &k.2)), &new).unwrap();
+        sqlx::query("UPDATE file_journal SET sha256 = $1 WHERE book_id = $2 AND path = $3")
+            .bind(sha(&new))
+            .bind(&k.0)
+            .bind(&k.1)
+            .execute(&pool)
+            .await
+            .unwrap();
+        files.insert(k.clone(), new);
+    }
+    let third = cli_ok(&data, &env, &import_args).await.json();
+    assert_eq!(third["updated"], 1, "{third}");
+    assert_eq!(third["diverged"], 1, "{third}");
+    let r = mcp
+        .ok("read_content", json!({"book_id": ours.0, "path": ours.1}))
+        .await;
+    assert_eq!(
+        r["content"],
+        "# Revised on the new server
+"
+    );
+    let r = mcp
+        .ok(
+            "read_content",
+            json!({"book_id": theirs.0, "path": theirs.1}),
+        )
+        .await;
+    assert_eq!(
+        r["content"].as_str().unwrap().as_bytes(),
+        files[theirs].as_slice()
+    );
+
     // Threads list per user with their items; the old ids resolve.
     for (user, threads) in &study {
         let page = chatkit(

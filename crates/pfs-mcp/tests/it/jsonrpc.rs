@@ -142,6 +142,15 @@ async fn hash_protocol_overlays_and_errors_over_http() {
             )
             .await;
         assert_eq!(r["file_hash_sha256"], w["file_hash"]);
+        // The same bytes again (as legacy clients re-send unchanged files): no new version.
+        let same = alice
+            .ok(
+                "write_content",
+                json!({"book_id": BOOK, "path": LESSON, "content": text, "expected_hash": w["file_hash"]}),
+            )
+            .await;
+        assert_eq!(same["mode"], json!("unchanged"), "{kind:?} {same}");
+        assert_eq!(same["file_hash"], w["file_hash"]);
 
         let e = alice
             .err(

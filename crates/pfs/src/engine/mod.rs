@@ -192,7 +192,7 @@ pub struct ReadOutput {
     pub base_sha256: Option<String>,
 }
 
-/// `created` | `updated`.
+/// `created` | `updated` | `unchanged`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMode {

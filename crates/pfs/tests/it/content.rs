@@ -602,3 +602,62 @@ async fn small_blobs_are_served_from_memory_after_a_write() {
         }
     }
 }
+
+/// Bytes equal to the current version are a no-op however they arrive (expected hash current,
+/// absent, or stale): mode `unchanged`, the same version, no version row, no audit row. On every
+/// commit path (SQLite local and grouped, PostgreSQL's one-statement path once the profile is
+/// remembered), for content and assets.
+#[tokio::test]
+async fn identical_bytes_are_no_ops() {
+    for t in engines_fs(cfg(Profile::Strict)).await {
+        let e = &t.engine;
+        let a = actor("legacy-client");
+        let bk = book("same-bytes");
+        let base = Namespace::Base;
+        let audit_rows = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log")
+                .fetch_one(e.db().pool())
+                .await
+                .unwrap()
+        };
+        for (p, bytes) in [
+            (L1, b("# Same\n")),
+            ("static/images/same.png", b("\u{89}PNG")),
+        ] {
+            let p = path(p);
+            let first = e
+                .write(&a, &bk, &p, &base, bytes.clone(), None)
+                .await
+                .unwrap();
+            assert_eq!(first.mode, WriteMode::Created);
+            let stale = sha(b"an older version");
+            let rows = audit_rows().await;
+            for expected in [Some(first.sha256.as_str()), None, Some(stale.as_str())] {
+                let again = e
+                    .write(&a, &bk, &p, &base, bytes.clone(), expected)
+                    .await
+                    .unwrap_or_else(|err| panic!("{:?} {expected:?}: {err}", t.kind));
+                assert_eq!(
+                    again.mode,
+                    WriteMode::Unchanged,
+                    "{:?} {expected:?}",
+                    t.kind
+                );
+                assert_eq!(again.sha256, first.sha256);
+                assert_eq!(again.version, first.version);
+                assert_eq!(again.prev_hash.as_deref(), Some(first.sha256.as_str()));
+            }
+            assert_eq!(audit_rows().await, rows, "{:?}: no audit row", t.kind);
+            assert_eq!(e.versions(&bk, &p, &base, 10, None).await.unwrap().len(), 1);
+            // A different write still creates a version and still needs the current hash.
+            let err = e.write(&a, &bk, &p, &base, b("# Other\n"), None).await;
+            assert_eq!(err.unwrap_err().code(), ErrorCode::HashRequired);
+            let next = e
+                .write(&a, &bk, &p, &base, b("# Other\n"), Some(&first.sha256))
+                .await
+                .unwrap();
+            assert_eq!(next.mode, WriteMode::Updated);
+            assert_eq!(next.version, first.version + 1);
+        }
+    }
+}
