@@ -1,5 +1,6 @@
 //! `panaversity fs …` and `panaversity migrate …`: operator commands.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -127,7 +128,7 @@ pub enum KeysCmd {
         /// Subject recorded as the agent id of this key's calls.
         #[arg(long)]
         owner: String,
-        /// Space- or comma-separated: read, write, admin.
+        /// Space- or comma-separated: read, write, admin (an unknown name is an error).
         #[arg(long, default_value = "read write")]
         scopes: String,
         #[arg(long, default_value = "")]
@@ -146,10 +147,15 @@ pub enum KeysCmd {
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum MigrateDir {
-    /// Apply every pending migration.
+    /// Apply every pending migration (creates the store if there is none).
     Up,
-    /// Revert every migration (drops all tables; asks nothing, so be sure).
-    Down,
+    /// Revert every migration: drops every table of ours with its rows. Without --yes it prints
+    /// what would be dropped and asks on a terminal; otherwise it changes nothing and exits 2.
+    Down {
+        /// Drop without asking.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn parse_time(s: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
@@ -174,6 +180,54 @@ async fn db_only(common: &Common) -> anyhow::Result<Db> {
         ..PoolSettings::default()
     };
     Db::connect(&url, &settings).await
+}
+
+/// The server's existing store: its database must exist and hold the book store's tables
+/// (operator commands never create a new one; see [`config::StoreUse`]).
+async fn existing_db(common: &Common) -> anyhow::Result<Db> {
+    config::store_url(common, config::StoreUse::Existing)?;
+    let db = db_only(common).await?;
+    if !table_exists(&db, pfs::db::MIGRATIONS_TABLE).await? {
+        let what = match db.kind() {
+            platform::db::DbKind::Sqlite => format!(
+                "no PanaversityFS store in the data dir {}: its database has no PanaversityFS tables",
+                common.data_dir.display()
+            ),
+            platform::db::DbKind::Postgres => {
+                "no PanaversityFS store in the database of DATABASE_URL: it has no PanaversityFS tables"
+                    .to_string()
+            }
+        };
+        anyhow::bail!(config::no_store(&what));
+    }
+    Ok(db)
+}
+
+/// Open the engine on the server's existing store.
+pub(crate) async fn existing_engine(
+    common: &Common,
+    storage: &StorageArgs,
+) -> anyhow::Result<(Db, pfs::Engine)> {
+    existing_db(common).await?.pool().close().await;
+    open_engine(common, storage, PoolSettings::default()).await
+}
+
+async fn table_exists(db: &Db, name: &str) -> anyhow::Result<bool> {
+    let sql = match db.kind() {
+        platform::db::DbKind::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+        }
+        platform::db::DbKind::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = $1"
+        }
+    };
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(name.to_string())
+        .fetch_one(db.pool())
+        .await
+        .with_context(|| format!("looking for table {name}"))?;
+    Ok(n > 0)
 }
 
 fn spinner(msg: &str) -> indicatif::ProgressBar {
@@ -219,7 +273,7 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
             force,
             json,
         } => {
-            let (_db, engine) = open_engine(common, &storage, PoolSettings::default()).await?;
+            let (_db, engine) = existing_engine(common, &storage).await?;
             let pb = spinner(if repair {
                 "checking and repairing journal vs storage…"
             } else {
@@ -266,7 +320,7 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
             })
         }
         FsCmd::Audit(AuditCmd::Query(a)) => {
-            let (_db, engine) = open_engine(common, &a.storage, PoolSettings::default()).await?;
+            let (_db, engine) = existing_engine(common, &a.storage).await?;
             let q = AuditQuery {
                 agent_id: a.agent_id,
                 operation: a.operation,
@@ -299,7 +353,7 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
             user_id,
             json,
         }) => {
-            let (_db, engine) = open_engine(common, &storage, PoolSettings::default()).await?;
+            let (_db, engine) = existing_engine(common, &storage).await?;
             let pb = spinner("verifying the audit chains…");
             let report = match (&book_id, &path) {
                 (Some(b), Some(p)) => engine.audit().verify(Some((b, p, &user_id))).await?,
@@ -326,7 +380,8 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
             })
         }
         FsCmd::Keys(k) => {
-            let db = db_only(common).await?;
+            // A key made in a store the server does not use would be rejected by it.
+            let db = existing_db(common).await?;
             platform::auth::apikey::migrate_up(&db).await?;
             let store = ApiKeyStore::new(db);
             match k {
@@ -336,11 +391,7 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
                     name,
                     json,
                 } => {
-                    let scopes = Scopes::parse(&scopes);
-                    anyhow::ensure!(
-                        scopes.read || scopes.write || scopes.admin,
-                        "no valid scope given; use read, write and/or admin"
-                    );
+                    let scopes = Scopes::parse_strict(&scopes).map_err(anyhow::Error::msg)?;
                     let (info, key) = store.create(&owner, scopes, &name).await?;
                     if json {
                         print_json(&serde_json::json!({ "key": key, "info": info }))?;
@@ -390,21 +441,202 @@ pub async fn run(common: &Common, cmd: FsCmd) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn migrate(common: &Common, dir: MigrateDir) -> anyhow::Result<ExitCode> {
-    let db = db_only(common).await?;
-    let study = study::store::ThreadStore::new(db.clone());
     match dir {
         MigrateDir::Up => {
+            let db = db_only(common).await?;
+            let study = study::store::ThreadStore::new(db.clone());
             pfs::db::migrate_up(&db).await?;
             platform::auth::apikey::migrate_up(&db).await?;
             study.migrate_up().await?;
             println!("migrations applied ({})", db.kind().as_str());
         }
-        MigrateDir::Down => {
+        MigrateDir::Down { yes } => {
+            let db = existing_db(common).await?;
+            let plan = down_plan(&db).await?;
+            let target = match &common.database_url {
+                Some(_) => format!("the {} database of DATABASE_URL", db.kind().as_str()),
+                None => format!("{}", common.data_dir.join("panaversity.db").display()),
+            };
+            if !yes {
+                print_down_plan(&plan, &target);
+                if !(std::io::stdin().is_terminal() && confirm()?) {
+                    eprintln!(
+                        "nothing was changed: run `panaversity migrate down --yes` to drop them \
+                         (there is no undo: back the database up first)"
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            let study = study::store::ThreadStore::new(db.clone());
             study.migrate_down().await?;
             platform::auth::apikey::migrate_down(&db).await?;
             pfs::db::migrate_down(&db).await?;
-            println!("migrations reverted ({})", db.kind().as_str());
+            println!(
+                "migrations reverted ({}): dropped {} tables in {target}",
+                db.kind().as_str(),
+                plan.iter().map(|c| c.tables.len()).sum::<usize>()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `migrate down` reverts in one component.
+struct DownPlan {
+    component: &'static str,
+    /// Applied migrations.
+    migrations: usize,
+    /// Existing tables its down migrations drop, with their row counts.
+    tables: Vec<(String, i64)>,
+}
+
+/// The components' migrations, in the order `migrate down` reverts them, with their tracking
+/// tables (the same sets the components embed: `crates/*/migrations`).
+fn migrators(
+    kind: platform::db::DbKind,
+) -> [(&'static str, &'static str, sqlx::migrate::Migrator); 3] {
+    use platform::db::DbKind;
+    match kind {
+        DbKind::Sqlite => [
+            (
+                "study",
+                "_study_migrations",
+                sqlx::migrate!("../study/migrations/sqlite"),
+            ),
+            (
+                "platform",
+                "_platform_migrations",
+                sqlx::migrate!("../platform/migrations/sqlite"),
+            ),
+            (
+                "pfs",
+                pfs::db::MIGRATIONS_TABLE,
+                sqlx::migrate!("../pfs/migrations/sqlite"),
+            ),
+        ],
+        DbKind::Postgres => [
+            (
+                "study",
+                "_study_migrations",
+                sqlx::migrate!("../study/migrations/postgres"),
+            ),
+            (
+                "platform",
+                "_platform_migrations",
+                sqlx::migrate!("../platform/migrations/postgres"),
+            ),
+            (
+                "pfs",
+                pfs::db::MIGRATIONS_TABLE,
+                sqlx::migrate!("../pfs/migrations/postgres"),
+            ),
+        ],
+    }
+}
+
+/// The tables `DROP TABLE` statements of `sql` name.
+fn dropped_tables(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for stmt in sql.split(';') {
+        let words: Vec<String> = stmt
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .map(|w| w.to_ascii_lowercase())
+            .collect();
+        for i in 0..words.len() {
+            if words[i] == "drop" && words.get(i + 1).map(String::as_str) == Some("table") {
+                let mut j = i + 2;
+                if words.get(j).map(String::as_str) == Some("if")
+                    && words.get(j + 1).map(String::as_str) == Some("exists")
+                {
+                    j += 2;
+                }
+                if let Some(name) = words.get(j) {
+                    let name = name.trim_matches(|c: char| c == '"' || c == ',');
+                    if !name.is_empty() {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn down_plan(db: &Db) -> anyhow::Result<Vec<DownPlan>> {
+    let mut plan = Vec::new();
+    for (component, tracking, migrator) in migrators(db.kind()) {
+        let applied: Vec<i64> = if table_exists(db, tracking).await? {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                // A constant table name of ours.
+                "SELECT version FROM {tracking} ORDER BY version"
+            )))
+            .fetch_all(db.pool())
+            .await
+            .with_context(|| format!("reading {tracking}"))?
+        } else {
+            Vec::new()
+        };
+        let mut tables: Vec<String> = Vec::new();
+        for m in migrator.iter().filter(|m| {
+            m.migration_type == sqlx::migrate::MigrationType::ReversibleDown
+                && applied.contains(&m.version)
+        }) {
+            for t in dropped_tables(m.sql.as_str()) {
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+        }
+        let mut counted = Vec::new();
+        for t in tables {
+            if table_exists(db, &t).await? {
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    // A name read from our own migrations and found in the catalog.
+                    "SELECT COUNT(*) FROM {t}"
+                )))
+                .fetch_one(db.pool())
+                .await
+                .with_context(|| format!("counting the rows of {t}"))?;
+                counted.push((t, n));
+            }
+        }
+        counted.sort();
+        plan.push(DownPlan {
+            component,
+            migrations: applied.len(),
+            tables: counted,
+        });
+    }
+    Ok(plan)
+}
+
+fn print_down_plan(plan: &[DownPlan], target: &str) {
+    let migrations: usize = plan.iter().map(|c| c.migrations).sum();
+    let tables: usize = plan.iter().map(|c| c.tables.len()).sum();
+    println!(
+        "migrate down would revert {migrations} migrations and drop {tables} tables with all their rows in {target}:"
+    );
+    for c in plan {
+        let list = if c.tables.is_empty() {
+            "nothing".to_string()
+        } else {
+            c.tables
+                .iter()
+                .map(|(t, n)| format!("{t} ({n} row{})", if *n == 1 { "" } else { "s" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("  {}: {list}", c.component);
+    }
+}
+
+/// Ask on the terminal; true only for `yes`.
+fn confirm() -> anyhow::Result<bool> {
+    use std::io::Write;
+    print!("Type `yes` to drop them: ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
 }

@@ -31,7 +31,7 @@ pub struct ImportArgs {
     /// The predecessor's PostgreSQL database (`postgres://…`, its `file_journal` and `audit_log`
     /// tables; `postgresql+asyncpg://` is accepted). Without it, every object under `books/` in
     /// --from-storage is adopted.
-    #[arg(long, env = "PANAVERSITY_IMPORT_DATABASE_URL", hide_env_values = true)]
+    #[arg(long)]
     pub from_database: Option<String>,
     /// The schema of the predecessor's tables.
     #[arg(long, default_value = "public")]
@@ -160,7 +160,7 @@ pub async fn import(common: &Common, a: ImportArgs) -> anyhow::Result<ExitCode> 
 
 /// `fs adopt-storage`: the objects of this store's own storage that the journal does not know.
 pub async fn adopt(common: &Common, a: AdoptArgs) -> anyhow::Result<ExitCode> {
-    let (_db, engine) = open(common, &a.storage).await?;
+    let (_db, engine) = crate::cli_fs::existing_engine(common, &a.storage).await?;
     let storage = engine.storage().clone();
     let mut files = walk(&storage).await?;
     let mut known = Vec::with_capacity(files.len());

@@ -10,7 +10,7 @@ pub enum StudyCmd {
     /// Make one tiny call to the configured LLM provider for each mode's model (OPENAI_BASE_URL,
     /// OPENAI_API_KEY, STUDY_TEACH_MODEL, STUDY_ASK_MODEL) and say exactly what is wrong:
     /// auth, model not found, unreachable, timeout. Exit 0 when every model answered.
-    CheckLlm,
+    CheckLlm(crate::study_args::LlmArgs),
     /// Import the Python Study Mode's threads and items (its `study_mode_chat` schema) into this
     /// store, per user, with their ids (old links keep working). Idempotent; --dry-run.
     Import(Box<crate::cli_study_import::StudyImportArgs>),
@@ -19,13 +19,13 @@ pub enum StudyCmd {
 /// Run a study command.
 pub async fn run(common: &crate::config::Common, cmd: StudyCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        StudyCmd::CheckLlm => check_llm().await,
+        StudyCmd::CheckLlm(llm) => check_llm(&llm).await,
         StudyCmd::Import(a) => crate::cli_study_import::run(common, *a).await,
     }
 }
 
-async fn check_llm() -> anyhow::Result<ExitCode> {
-    let Some(cfg) = study::llm::LlmConfig::from_env() else {
+async fn check_llm(llm: &crate::study_args::LlmArgs) -> anyhow::Result<ExitCode> {
+    let Some(cfg) = llm.config() else {
         println!(
             "no LLM provider configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a provider other than OpenAI)"
         );

@@ -17,16 +17,12 @@ use crate::config::{self, Common};
 /// Settings of `study import`.
 #[derive(Debug, Clone, Args)]
 pub struct StudyImportArgs {
-    /// The predecessor's PostgreSQL database (`STUDY_MODE_CHATKIT_DATABASE_URL`;
+    /// The predecessor's PostgreSQL database (its `STUDY_MODE_CHATKIT_DATABASE_URL`;
     /// `postgresql+asyncpg://` is accepted).
-    #[arg(long, env = "STUDY_MODE_CHATKIT_DATABASE_URL", hide_env_values = true)]
+    #[arg(long)]
     pub from_database: String,
-    /// The schema of its tables (`STUDY_MODE_CHATKIT_SCHEMA_NAME`).
-    #[arg(
-        long,
-        env = "STUDY_MODE_CHATKIT_SCHEMA_NAME",
-        default_value = "study_mode_chat"
-    )]
+    /// The schema of its tables (its `STUDY_MODE_CHATKIT_SCHEMA_NAME`).
+    #[arg(long, default_value = "study_mode_chat")]
     pub from_schema: PgSchema,
     /// Report what would be imported; write nothing.
     #[arg(long)]

@@ -1,9 +1,10 @@
 //! Configuration: command-line flags, environment variables (the predecessors' names where they
-//! exist) and an optional TOML file, with documented defaults. Precedence: flag > environment >
-//! config file > default.
+//! exist), `.env` files and an optional config file, with documented defaults. Precedence: flag >
+//! environment > `.env` > config file > default; [`crate::settings`] feeds the lower layers
+//! through the same clap definitions.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -42,7 +43,8 @@ pub enum LessonSourceKind {
 /// Settings shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Data directory: SQLite database, local storage, extracted sample docs.
+    /// Data directory: SQLite database, local storage, extracted sample docs. Resolved to an
+    /// absolute path (a relative one in the config file is relative to the file).
     #[arg(
         long,
         env = "PANAVERSITY_DATA_DIR",
@@ -50,10 +52,15 @@ pub struct Common {
         global = true
     )]
     pub data_dir: PathBuf,
-    /// Optional TOML config file; its keys are the environment variable names in lower case
-    /// without the PANAVERSITY_ prefix (e.g. `bind = "0.0.0.0:8000"`).
+    /// Config file: flat TOML whose keys are the environment variable names in lower case
+    /// without the PANAVERSITY_ prefix (e.g. `bind = "0.0.0.0:8000"`, `admin_secret = "…"`;
+    /// `panaversity settings` lists them), or a `.env`-style file of NAME=value lines.
     #[arg(long, env = "PANAVERSITY_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// Print this command's settings (value and origin: flag, environment, .env, config file,
+    /// default) instead of running it; `--show-settings=json` for JSON.
+    #[arg(long, global = true, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    pub show_settings: Option<ShowFormat>,
     /// Database URL: `sqlite://path?mode=rwc` or `postgres://…`. Default: SQLite file in the data dir.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
@@ -83,6 +90,13 @@ pub struct Common {
         global = true
     )]
     pub log_level: String,
+}
+
+/// Output of `--show-settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,66 +162,75 @@ pub struct StorageArgs {
     pub default_profile: pfs::Profile,
 }
 
-/// Apply config-file values to environment variables that are not already set, so clap's `env`
-/// handling gives them the right precedence. Must run before argument parsing.
-pub fn apply_config_file_to_env(path: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("parsing config file {}", path.display()))?;
-    for (k, v) in table {
-        let name = k.to_ascii_uppercase();
-        let name = match name.as_str() {
-            "DATABASE_URL" | "REDIS_URL" | "OPENAI_API_KEY" | "OPENAI_BASE_URL"
-            | "ALLOWED_ORIGINS" | "DEV_MODE" => name,
-            _ if name.starts_with("PANAVERSITY_") || name.starts_with("STUDY_") => name,
-            _ => format!("PANAVERSITY_{name}"),
-        };
-        if std::env::var_os(&name).is_none() {
-            let value = match v {
-                toml::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            // SAFETY: called once at start-up before any thread is spawned.
-            unsafe { std::env::set_var(&name, value) };
-        }
-    }
-    Ok(())
+/// Whether a command may create a new store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUse {
+    /// `serve`, `fs stdio`, `fs seed`, `migrate up`: create the data dir and database if missing.
+    Create,
+    /// Operator commands on the server's store (`fs fsck`, `fs audit`, `fs keys`, `migrate down`):
+    /// a missing one is an error naming where it was looked for.
+    Existing,
 }
 
-/// The database URL: explicit, else a SQLite file in the data dir (created if missing).
+/// The database URL: explicit, else a SQLite file in the data dir (its directory created if
+/// missing).
 pub fn database_url(common: &Common) -> anyhow::Result<String> {
-    let explicit = common
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("PANAVERSITY_DATABASE_URL").ok());
-    if let Some(url) = explicit {
-        ensure_sqlite_parent(&url)?;
+    store_url(common, StoreUse::Create)
+}
+
+/// The database URL: explicit, else a SQLite file in the data dir. With [`StoreUse::Create`]
+/// the data dir (or a SQLite file's directory) is created; with [`StoreUse::Existing`] a SQLite
+/// file that does not exist is an error naming where it was looked for.
+pub fn store_url(common: &Common, store: StoreUse) -> anyhow::Result<String> {
+    if let Some(url) = common.database_url.clone() {
+        match (store, sqlite_file(&url)) {
+            (StoreUse::Create, _) => ensure_sqlite_parent(&url)?,
+            (StoreUse::Existing, Some(file)) if !file.is_file() => bail!(no_store(&format!(
+                "no PanaversityFS store: the SQLite file {} of the database URL does not exist",
+                std::path::absolute(&file).unwrap_or(file).display()
+            ))),
+            (StoreUse::Existing, _) => {}
+        }
         return Ok(url);
     }
-    std::fs::create_dir_all(&common.data_dir)
-        .with_context(|| format!("creating data dir {}", common.data_dir.display()))?;
-    Ok(platform::db::sqlite_url_for(
-        &common.data_dir.join("panaversity.db"),
-    ))
+    let file = common.data_dir.join("panaversity.db");
+    match store {
+        StoreUse::Create => std::fs::create_dir_all(&common.data_dir)
+            .with_context(|| format!("creating data dir {}", common.data_dir.display()))?,
+        StoreUse::Existing if !file.is_file() => bail!(no_store(&format!(
+            "no PanaversityFS store in the data dir {}: {} does not exist",
+            common.data_dir.display(),
+            file.display()
+        ))),
+        StoreUse::Existing => {}
+    }
+    Ok(platform::db::sqlite_url_for(&file))
+}
+
+/// The error of an operator command run where there is no store: `what` was not found, and how
+/// to point the command at the server's store.
+pub fn no_store(what: &str) -> String {
+    format!(
+        "{what}. This command works on the store a server already uses and does not create one: \
+         point it there with --data-dir DIR, PANAVERSITY_DATA_DIR=DIR (in the environment or \
+         ./.env), `data_dir = \"DIR\"` in the config file (--config FILE), or --database-url / \
+         DATABASE_URL; `panaversity serve` or `panaversity migrate up` creates a new store"
+    )
+}
+
+/// The file of a `sqlite://path` URL (`None` for other databases and `:memory:`).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 /// Create the directory of a `sqlite://path` database file so a fresh path works.
 fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {
-    let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
-        return Ok(());
-    };
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
-    }
-    if let Some(parent) = Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
+    if let Some(file) = sqlite_file(url)
+        && let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
     {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the database directory {}", parent.display()))?;
@@ -219,18 +242,6 @@ fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {
 /// 1/0, true/false, yes/no, on/off).
 pub fn bool_value(v: &str) -> Result<bool, String> {
     platform::boolean::parse_bool(v)
-}
-
-/// Dev mode from either name (`PANAVERSITY_DEV_MODE`, or the predecessor's `DEV_MODE`); an
-/// unreadable value is an error, not a silent "off".
-pub fn dev_mode_from_env() -> anyhow::Result<bool> {
-    let mut on = false;
-    for k in ["PANAVERSITY_DEV_MODE", "DEV_MODE"] {
-        on |= platform::boolean::env_bool(k)
-            .map_err(anyhow::Error::msg)?
-            .unwrap_or(false);
-    }
-    Ok(on)
 }
 
 /// Comma-separated list.

@@ -1,11 +1,13 @@
 //! Drop-in settings: the environment of the Python Study Mode API (reference §8) is honoured with
-//! its meaning by translating it, before argument parsing, into this server's variables; the
-//! ones that cannot be honoured stop the start with a message naming what to use instead.
-//! A variable of ours that is already set always wins over the predecessor's.
+//! its meaning by translating it into values of this server's settings (a layer just below the
+//! environment, see [`crate::settings`]; the process environment is never changed); the ones
+//! that cannot be honoured stop the start with a message naming what to use instead. A variable
+//! of ours that is already set always wins over the predecessor's.
 //!
 //! | predecessor | becomes |
 //! |---|---|
 //! | `SSO_URL` | `PANAVERSITY_JWKS_URL={SSO_URL}/api/auth/jwks`, `PANAVERSITY_USERINFO_URL={SSO_URL}/api/auth/oauth2/userinfo` (no issuer check, as before) |
+//! | `DEV_MODE` | `PANAVERSITY_DEV_MODE` |
 //! | `DEV_USER_ID` | `PANAVERSITY_DEV_AGENT_ID` (the user of dev requests without `X-User-ID`) |
 //! | `DEV_USER_NAME` | `STUDY_DEV_USER_NAME` (the name the tutor uses in dev mode without `X-User-Name`) |
 //! | `REDIS_PASSWORD` | put into `REDIS_URL` when the URL has none |
@@ -23,15 +25,45 @@
 //! `OPENAI_BASE_URL`), `METERING_API_URL`/`METERING_DEFAULT_ESTIMATE` while metering is off,
 //! `STUDY_MODE_CHATKIT_SCHEMA_NAME=study_mode_chat` (the default). Already read under the same
 //! name: `DATABASE_URL`, `REDIS_URL`, `OPENAI_API_KEY`, `ALLOWED_ORIGINS`, `ADMIN_SECRET`,
-//! `DEV_MODE`, `GITHUB_TOKEN`, `GITHUB_REPO`.
+//! `GITHUB_TOKEN`, `GITHUB_REPO`.
 //!
 //! Refused at start: `METERING_ENABLED=true` (no metering here), another
 //! `STUDY_MODE_CHATKIT_SCHEMA_NAME`, `REDIS_PASSWORD` without `REDIS_URL`, unparsable numbers.
 
-/// Variables to set, and notes for the log.
+/// The predecessor's variables that are not settings of ours under the same name: translated,
+/// accepted with nothing to do, or refused with a reason. A `.env` file may carry them.
+pub const PREDECESSOR_VARS: &[&str] = &[
+    "SSO_URL",
+    "DEV_MODE",
+    "DEV_USER_ID",
+    "DEV_USER_NAME",
+    "DEV_USER_EMAIL",
+    "DEBUG",
+    "REDIS_PASSWORD",
+    "REDIS_MAX_CONNECTIONS",
+    "CONTENT_CACHE_TTL",
+    "STUDY_MODE_CHATKIT_DATABASE_URL",
+    "STUDY_MODE_CHATKIT_POOL_SIZE",
+    "STUDY_MODE_CHATKIT_MAX_OVERFLOW",
+    "STUDY_MODE_CHATKIT_POOL_TIMEOUT",
+    "STUDY_MODE_CHATKIT_POOL_RECYCLE",
+    "STUDY_MODE_CHATKIT_STATEMENT_TIMEOUT",
+    "STUDY_MODE_CHATKIT_SCHEMA_NAME",
+    "PORT",
+    "LOG_LEVEL",
+    "METERING_ENABLED",
+    "METERING_API_URL",
+    "METERING_DEFAULT_ESTIMATE",
+    "DEEPSEEK_API_KEY",
+    "DEEPSEEK_BASE_URL",
+    "DEEPSEEK_MODEL",
+];
+
+/// Values for our variables (name, value, the predecessor variable it came from), and notes for
+/// the log.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Translation {
-    pub set: Vec<(String, String)>,
+    pub set: Vec<(String, String, String)>,
     pub notes: Vec<String>,
 }
 
@@ -47,7 +79,7 @@ pub fn translate(get: impl Fn(&str) -> Option<String>) -> Result<Translation, Ve
     let set = |t: &mut Translation, ours: &str, value: String, from: &str| {
         if var(ours).is_none() {
             t.notes.push(format!("{from} → {ours}"));
-            t.set.push((ours.to_string(), value));
+            t.set.push((ours.to_string(), value, from.to_string()));
         } else {
             t.notes.push(format!("{from} ignored: {ours} is set"));
         }
@@ -73,6 +105,9 @@ pub fn translate(get: impl Fn(&str) -> Option<String>) -> Result<Translation, Ve
             );
         }
     }
+    if let Some(v) = var("DEV_MODE") {
+        set(&mut t, "PANAVERSITY_DEV_MODE", v, "DEV_MODE");
+    }
     if let Some(v) = var("DEV_USER_ID") {
         set(&mut t, "PANAVERSITY_DEV_AGENT_ID", v, "DEV_USER_ID");
     }
@@ -96,7 +131,7 @@ pub fn translate(get: impl Fn(&str) -> Option<String>) -> Result<Translation, Ve
             Some(url) => match with_password(&url, &pw) {
                 Some(u) => {
                     t.notes.push("REDIS_PASSWORD → REDIS_URL".into());
-                    t.set.push(("REDIS_URL".into(), u));
+                    t.set.push(("REDIS_URL".into(), u, "REDIS_PASSWORD".into()));
                 }
                 None => t
                     .notes
@@ -240,24 +275,6 @@ fn pg_url(url: &str) -> String {
     }
 }
 
-/// Apply the translation to this process's environment. Must run before argument parsing and
-/// before any thread starts. `Err` lists every refused variable.
-pub fn apply() -> Result<Vec<String>, String> {
-    match translate(|k| std::env::var(k).ok()) {
-        Ok(t) => {
-            for (k, v) in &t.set {
-                // SAFETY: called once at start-up before any thread is spawned.
-                unsafe { std::env::set_var(k, v) };
-            }
-            Ok(t.notes)
-        }
-        Err(errors) => Err(format!(
-            "predecessor settings that cannot be honoured:\n  {}",
-            errors.join("\n  ")
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -269,7 +286,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        translate(|k| env.get(k).cloned()).map(|t| t.set.into_iter().collect())
+        translate(|k| env.get(k).cloned())
+            .map(|t| t.set.into_iter().map(|(k, v, _)| (k, v)).collect())
     }
 
     #[test]
@@ -296,6 +314,7 @@ mod tests {
             ("PORT", "8000"),
             ("LOG_LEVEL", "INFO"),
             ("DEBUG", "false"),
+            ("DEV_MODE", "true"),
             ("METERING_ENABLED", "false"),
         ])
         .unwrap();
@@ -315,6 +334,7 @@ mod tests {
             ("PANAVERSITY_DB_STATEMENT_TIMEOUT", "30"),
             ("PANAVERSITY_BIND", "0.0.0.0:8000"),
             ("PANAVERSITY_LOG_LEVEL", "info"),
+            ("PANAVERSITY_DEV_MODE", "true"),
         ];
         for (k, v) in want {
             assert_eq!(set.get(k).map(String::as_str), Some(v), "{k}");

@@ -44,9 +44,10 @@ mod config;
 mod legacy_env;
 mod sample;
 mod serve;
+mod settings;
 mod study_args;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::Common;
 
@@ -79,31 +80,63 @@ enum Cmd {
         #[command(subcommand)]
         direction: cli_fs::MigrateDir,
     },
+    /// List every setting: its config-file key, environment variable, flag, default and the
+    /// commands that read it (`--show-settings` on a command prints the values it would use).
+    Settings {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
-    // A config file given by flag or env fills in unset environment variables before parsing.
-    if let Some(path) = config_path_from_args()
-        && let Err(e) = config::apply_config_file_to_env(&path)
-    {
-        eprintln!("error: {e:#}");
-        return std::process::ExitCode::from(2);
-    }
-    // The predecessor's environment (SSO_URL, CONTENT_CACHE_TTL, STUDY_MODE_CHATKIT_*, …).
-    let legacy_notes = match legacy_env::apply() {
-        Ok(notes) => notes,
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: cannot read the current directory: {e}");
             return std::process::ExitCode::from(2);
         }
     };
-    let cli = Cli::parse();
+    // Flags, the environment, `.env` files, the predecessor's variables and the config file,
+    // through the one clap definition (the process environment is never changed).
+    let resolved = match settings::resolve(
+        Cli::command(),
+        std::env::args_os().collect(),
+        &|k| std::env::var(k).ok(),
+        &cwd,
+    ) {
+        Ok(r) => r,
+        Err(settings::ResolveError::Clap(e)) => e.exit(),
+        Err(settings::ResolveError::Settings(msg)) => {
+            eprintln!("error: {msg}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut cli = match Cli::from_arg_matches(&resolved.matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // One store, wherever the command runs from: the data dir is absolute from here on.
+    cli.common.data_dir = std::path::absolute(cwd.join(&cli.common.data_dir))
+        .unwrap_or_else(|_| cwd.join(&cli.common.data_dir));
+    if let Some(format) = cli.common.show_settings {
+        return match settings::print_report(&resolved.report, format == config::ShowFormat::Json) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     platform::telemetry::init_tracing(platform::telemetry::TracingConfig {
         json: cli.common.log_format == config::LogFormat::Json,
         filter: cli.common.log_level.clone(),
     });
-    for note in legacy_notes {
-        tracing::info!("predecessor setting: {note}");
+    for note in &resolved.notes {
+        tracing::info!("{note}");
+    }
+    for warning in settings::unknown_env_vars(&Cli::command(), std::env::vars_os()) {
+        tracing::warn!("{warning}");
     }
     platform::install_crypto_provider();
     pfs::storage::init_process();
@@ -124,6 +157,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Fs(cmd) => cli_fs::run(&cli.common, *cmd).await,
             Cmd::Study(cmd) => cli_study::run(&cli.common, cmd).await,
             Cmd::Migrate { direction } => cli_fs::migrate(&cli.common, direction).await,
+            Cmd::Settings { json } => settings::print_catalog(&Cli::command(), json)
+                .map(|()| std::process::ExitCode::SUCCESS),
         }
     });
     match result {
@@ -133,18 +168,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `--config PATH` / `--config=PATH` / `PANAVERSITY_CONFIG`, read before clap parses.
-fn config_path_from_args() -> Option<std::path::PathBuf> {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--config" {
-            return args.next().map(Into::into);
-        }
-        if let Some(v) = a.strip_prefix("--config=") {
-            return Some(v.into());
-        }
-    }
-    std::env::var_os("PANAVERSITY_CONFIG").map(Into::into)
 }

@@ -26,10 +26,10 @@ pub struct ServeArgs {
     /// Listen address.
     #[arg(long, env = "PANAVERSITY_BIND", default_value = "127.0.0.1:8000")]
     pub bind: String,
-    /// Dev mode: no authentication; X-Agent-ID / X-User-ID headers name the caller. Also enabled by
-    /// PANAVERSITY_DEV_MODE=true or DEV_MODE=true. Refuses a non-loopback bind unless
+    /// Dev mode: no authentication; X-Agent-ID / X-User-ID headers name the caller (also the
+    /// predecessor's DEV_MODE). Refuses a non-loopback bind unless
     /// PANAVERSITY_ALLOW_DEV_MODE_PUBLIC=true.
-    #[arg(long)]
+    #[arg(long, env = "PANAVERSITY_DEV_MODE", num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set, value_parser = crate::config::bool_value)]
     pub dev: bool,
     /// Agent id recorded in the audit log for dev-mode requests without X-Agent-ID.
     #[arg(long, env = "PANAVERSITY_DEV_AGENT_ID", default_value = "dev-agent")]
@@ -192,9 +192,10 @@ pub struct ServeArgs {
     /// PanaversityFS book the tutor teaches from with --lesson-source pfs.
     #[arg(long, env = "STUDY_LESSON_BOOK", default_value = sample::BOOK_ID)]
     pub lesson_book: String,
-    /// GitHub repository (owner/repo) for --lesson-source github.
-    #[arg(long, env = "GITHUB_REPO", default_value = "panaversity/agentfactory")]
-    pub github_repo: String,
+    /// GitHub repository (owner/repo) for --lesson-source github (default
+    /// panaversity/agentfactory; setting it makes github the default lesson source).
+    #[arg(long, env = "GITHUB_REPO")]
+    pub github_repo: Option<String>,
     #[arg(long, env = "GITHUB_BRANCH", default_value = "main")]
     pub github_branch: String,
     #[arg(long, env = "GITHUB_DOCS_PATH", default_value = "apps/learn-app/docs")]
@@ -210,6 +211,8 @@ pub struct ServeArgs {
     pub github_raw_base_url: String,
     #[command(flatten)]
     pub study_streams: crate::study_args::StudyStreamArgs,
+    #[command(flatten)]
+    pub llm: crate::study_args::LlmArgs,
 }
 
 /// The storage configuration from flags.
@@ -392,7 +395,9 @@ fn auth_config(args: &ServeArgs, dev: bool, db: &Db, public_url: &str) -> AuthCo
 pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let fd_soft = platform::conn::raise_fd_limit();
-    let dev = args.dev || config::dev_mode_from_env()?;
+    let dev = args.dev;
+    // Resolved to an absolute path at start (main); logged so an operator sees which store this is.
+    tracing::info!(data_dir = %common.data_dir.display(), "data directory");
     let bind = config::parse_bind(&args.bind)?;
     platform::auth::check_dev_mode(dev, bind, args.allow_dev_mode_public)?;
     let run_fs = args.only != Some(Only::Study);
@@ -509,7 +514,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 window,
             )),
         };
-        let kind = crate::study_args::lesson_source(args.lesson_source, run_fs);
+        let kind = crate::study_args::lesson_source(
+            args.lesson_source,
+            [&args.github_repo, &args.github_token]
+                .iter()
+                .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty())),
+            run_fs,
+        );
         tracing::info!(source = ?kind, "tutor lesson source");
         let source: Arc<dyn study::lessons::LessonSource> = match kind {
             LessonSourceKind::Local => {
@@ -528,10 +539,14 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             LessonSourceKind::Github => Arc::new(study::lessons::GitHubSource::new(
                 study::lessons::GitHubConfig {
-                    repo: args.github_repo.clone(),
+                    repo: args
+                        .github_repo
+                        .clone()
+                        .filter(|r| !r.trim().is_empty())
+                        .unwrap_or_else(|| crate::study_args::DEFAULT_GITHUB_REPO.into()),
                     branch: args.github_branch.clone(),
                     docs_path: args.github_docs_path.clone(),
-                    token: args.github_token.clone(),
+                    token: args.github_token.clone().filter(|t| !t.trim().is_empty()),
                     base_url: args.github_raw_base_url.clone(),
                     ..Default::default()
                 },
@@ -557,7 +572,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let lessons = Arc::new(study::lessons::LessonService::new(source, cache));
         // Readiness covers this server's own dependencies only: a lesson source (GitHub, a docs
         // directory) is outside them, and a request must never be able to flip readiness.
-        let llm = match study::llm::LlmConfig::from_env() {
+        let llm = match args.llm.config() {
             Some(cfg) => Some(study::llm::LlmClient::new(cfg)?),
             None => {
                 tracing::warn!(
@@ -612,6 +627,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         %local,
         dev_mode = dev,
+        data_dir = %common.data_dir.display(),
         fs = run_fs,
         study = run_study,
         database = db.kind().as_str(),

@@ -83,19 +83,88 @@ impl StudyStreamArgs {
     }
 }
 
+/// The GitHub repository lessons are read from when `GITHUB_REPO` is not set.
+pub const DEFAULT_GITHUB_REPO: &str = "panaversity/agentfactory";
+
+/// The LLM provider (any OpenAI-compatible Chat Completions API).
+#[derive(Debug, Clone, Args)]
+pub struct LlmArgs {
+    /// Provider API key. A provider is configured when this or OPENAI_BASE_URL is set.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Provider base URL (default https://api.openai.com/v1).
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    /// Model of teach mode (set both models for a provider other than OpenAI).
+    #[arg(long, env = "STUDY_TEACH_MODEL", default_value = "gpt-5-mini")]
+    pub teach_model: String,
+    /// Model of ask mode.
+    #[arg(long, env = "STUDY_ASK_MODEL", default_value = "gpt-5-nano")]
+    pub ask_model: String,
+    /// TCP/TLS connect timeout to the provider, seconds.
+    #[arg(long, env = "LLM_CONNECT_TIMEOUT_SECS", default_value_t = 5.0)]
+    pub llm_connect_timeout_secs: f64,
+    /// Longest wait for the first token of a reply, seconds.
+    #[arg(long, env = "LLM_FIRST_TOKEN_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub llm_first_token_timeout_secs: f64,
+    /// Longest silence between two chunks of a streamed reply, seconds.
+    #[arg(long, env = "LLM_IDLE_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub llm_idle_timeout_secs: f64,
+    /// Retries of a failed call before its first token.
+    #[arg(long, env = "LLM_MAX_RETRIES", default_value_t = 2)]
+    pub llm_max_retries: u32,
+}
+
+impl LlmArgs {
+    /// The client configuration; `None` when no provider is configured (neither an API key nor
+    /// a base URL; empty values count as unset).
+    pub fn config(&self) -> Option<study::llm::LlmConfig> {
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let api_key = set(&self.openai_api_key);
+        let base_url = set(&self.openai_base_url);
+        if api_key.is_none() && base_url.is_none() {
+            return None;
+        }
+        let d = study::llm::LlmConfig::default();
+        let secs = |v: f64, dflt: Duration| {
+            Some(v)
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(dflt)
+        };
+        let model = |v: &str, dflt: String| {
+            Some(v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .unwrap_or(dflt)
+        };
+        Some(study::llm::LlmConfig {
+            base_url: base_url.unwrap_or(d.base_url),
+            api_key,
+            teach_model: model(&self.teach_model, d.teach_model),
+            ask_model: model(&self.ask_model, d.ask_model),
+            connect_timeout: secs(self.llm_connect_timeout_secs, d.connect_timeout),
+            first_token_timeout: secs(self.llm_first_token_timeout_secs, d.first_token_timeout),
+            idle_timeout: secs(self.llm_idle_timeout_secs, d.idle_timeout),
+            max_retries: self.llm_max_retries,
+            initial_backoff: d.initial_backoff,
+            max_backoff: d.max_backoff,
+        })
+    }
+}
+
 /// The tutor's lesson source: the explicit one; else GitHub when `GITHUB_REPO` or `GITHUB_TOKEN`
 /// is set (the predecessor always read GitHub); else this server's own book store when it also
 /// serves PanaversityFS (so the tutor teaches the lesson an agent just edited, and a student's
 /// overlay); else the local docs directory.
 pub fn lesson_source(
     explicit: Option<crate::config::LessonSourceKind>,
+    github_set: bool,
     serves_fs: bool,
 ) -> crate::config::LessonSourceKind {
     use crate::config::LessonSourceKind;
-    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
     match explicit {
         Some(k) => k,
-        None if set("GITHUB_REPO") || set("GITHUB_TOKEN") => LessonSourceKind::Github,
+        None if github_set => LessonSourceKind::Github,
         None if serves_fs => LessonSourceKind::Pfs,
         None => LessonSourceKind::Local,
     }

@@ -23,7 +23,8 @@ use crate::tools::PfsTools;
 /// authentication (wrap it in a layer that puts a [`platform::Identity`] into the request
 /// extensions; tools answer `UNAUTHORIZED` without one). Prefer [`mcp_router_with_auth`].
 pub fn mcp_router(state: PfsMcpState) -> Router {
-    mcp_routes(state.clone()).merge(archive_routes(state))
+    let mcp = with_host_check(mcp_routes(state.clone()), &state);
+    mcp.merge(archive_routes(state))
 }
 
 /// [`mcp_router`] with the platform authenticator applied: `/mcp` requires authentication (401
@@ -32,6 +33,8 @@ pub fn mcp_router(state: PfsMcpState) -> Router {
 /// and is checked against its signature instead).
 pub fn mcp_router_with_auth(state: PfsMcpState, auth: Arc<Authenticator>) -> Router {
     let mcp = mcp_routes(state.clone()).layer(from_fn_with_state(auth.clone(), require_auth));
+    // The Host check comes first: a foreign Host gets 403 whatever its credentials.
+    let mcp = with_host_check(mcp, &state);
     let archive = archive_routes(state).layer(from_fn_with_state(auth, auth_unless_signed));
     mcp.merge(archive)
 }
@@ -77,11 +80,9 @@ fn mcp_routes(state: PfsMcpState) -> Router {
         .with_json_response(true)
         .with_sse_keep_alive(None)
         .with_max_request_body_bytes(state.config.max_request_body_bytes);
-    config = if state.config.allowed_hosts.is_empty() {
-        config.disable_allowed_hosts()
-    } else {
-        config.with_allowed_hosts(state.config.allowed_hosts.clone())
-    };
+    // The Host allow-list is checked in front of the transport ([`with_host_check`]), which
+    // answers in JSON and names the setting; the transport's own check would answer plain text.
+    config = config.disable_allowed_hosts();
     let tools_state = state.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(PfsTools::new(tools_state.clone())),
@@ -92,6 +93,18 @@ fn mcp_routes(state: PfsMcpState) -> Router {
     Router::new()
         .nest_service("/mcp", mcp)
         .layer(from_fn_with_state(limit, normalize_mcp_post))
+}
+
+/// `/mcp` behind the Host allow-list (DNS-rebinding protection; none when the list is empty): a
+/// foreign Host gets 403 JSON `FORBIDDEN_HOST` naming it and `PANAVERSITY_ALLOWED_HOSTS`.
+fn with_host_check(mcp: Router, state: &PfsMcpState) -> Router {
+    if state.config.allowed_hosts.is_empty() {
+        return mcp;
+    }
+    mcp.layer(from_fn_with_state(
+        Arc::new(state.config.allowed_hosts.clone()),
+        platform::http::host_check,
+    ))
 }
 
 /// What the Streamable HTTP transport is strict about, made friendly at the edge:

@@ -156,7 +156,12 @@ pub fn host_of(authority: &str) -> String {
     host.to_ascii_lowercase()
 }
 
-async fn host_check_mw(
+/// The stable error code of a request whose `Host` is not allowed.
+pub const FORBIDDEN_HOST: &str = "FORBIDDEN_HOST";
+
+/// Host-check middleware (DNS-rebinding protection): a request whose `Host` (or `:authority`)
+/// names none of `allowed` (host names; any port) gets [`forbidden_host_response`].
+pub async fn host_check(
     State(allowed): State<Arc<Vec<String>>>,
     req: Request,
     next: Next,
@@ -164,8 +169,7 @@ async fn host_check_mw(
     let presented = req
         .headers()
         .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
     let ok = presented
         .as_deref()
@@ -173,13 +177,36 @@ async fn host_check_mw(
         .is_some_and(|h| allowed.iter().any(|a| host_of(a) == h));
     if !ok {
         metrics::counter!("http_forbidden_host_total").increment(1);
-        return error_response(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN_HOST",
-            "this Host is not served here (DNS-rebinding protection); use an allowed host name",
+        tracing::warn!(
+            host = presented.as_deref().unwrap_or("-"),
+            allowed = %allowed.join(","),
+            "refused a request for a Host that is not allowed (PANAVERSITY_ALLOWED_HOSTS)"
         );
+        return forbidden_host_response(presented.as_deref());
     }
     next.run(req).await
+}
+
+/// 403 `{"error":{"code":"FORBIDDEN_HOST","message":…,"host":…}}`: the message names the
+/// rejected host and the settings that allow it (`PANAVERSITY_ALLOWED_HOSTS`, `--public-url`).
+pub fn forbidden_host_response(presented: Option<&str>) -> Response {
+    let host: Option<String> = presented.map(|h| h.chars().take(255).collect());
+    let what = match &host {
+        Some(h) => format!("the Host {h:?} is not served here"),
+        None => "a request without a Host header is not served here".to_string(),
+    };
+    let message = format!(
+        "{what} (DNS-rebinding protection): add its name to PANAVERSITY_ALLOWED_HOSTS \
+         (--allowed-hosts, comma-separated; default localhost, 127.0.0.1, ::1 and the public \
+         URL's host), or set PANAVERSITY_PUBLIC_URL (--public-url) to the URL clients use"
+    );
+    (
+        StatusCode::FORBIDDEN,
+        Json(serde_json::json!({
+            "error": { "code": FORBIDDEN_HOST, "message": message, "host": host }
+        })),
+    )
+        .into_response()
 }
 
 async fn timeout_mw(State(limit): State<Duration>, req: Request, next: Next) -> Response {
@@ -277,7 +304,7 @@ where
     let router = match &opts.allowed_hosts {
         Some(hosts) => router.layer(middleware::from_fn_with_state(
             Arc::new(hosts.clone()),
-            host_check_mw,
+            host_check,
         )),
         None => router,
     };

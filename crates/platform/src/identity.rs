@@ -39,6 +39,40 @@ impl Scopes {
         out
     }
 
+    /// Like [`Scopes::parse`] for a list an operator typed (`fs keys create --scopes`): names
+    /// separated by spaces and/or commas, each one of [`Scopes::NAMES`] (or its `pfs:` form);
+    /// an unknown name or an empty list is an error naming the valid ones.
+    pub fn parse_strict(s: &str) -> Result<Scopes, String> {
+        let tokens: Vec<&str> = s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let unknown: Vec<&str> = tokens
+            .iter()
+            .copied()
+            .filter(|t| !Self::NAMES.contains(&t.strip_prefix("pfs:").unwrap_or(t)))
+            .collect();
+        let valid = Self::NAMES.join(", ");
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown scope{} {}: valid scopes are {valid} (separated by spaces or commas)",
+                if unknown.len() > 1 { "s" } else { "" },
+                unknown
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if tokens.is_empty() {
+            return Err(format!("no scope given: valid scopes are {valid}"));
+        }
+        Ok(Scopes::parse(&tokens.join(" ")))
+    }
+
+    /// The scope names.
+    pub const NAMES: [&'static str; 3] = ["read", "write", "admin"];
+
     pub fn as_list(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.read {
@@ -90,5 +124,41 @@ impl Identity {
     /// The id recorded as `agent_id` in audit rows.
     pub fn agent_id(&self) -> &str {
         &self.subject
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scopes;
+
+    #[test]
+    fn strict_scope_lists() {
+        let rw = Scopes {
+            read: true,
+            write: true,
+            admin: false,
+        };
+        for ok in [
+            "read write",
+            "read,write",
+            "read, write",
+            " write ",
+            "pfs:read\twrite",
+        ] {
+            assert_eq!(Scopes::parse_strict(ok), Ok(rw), "{ok}");
+        }
+        assert_eq!(Scopes::parse_strict("admin"), Ok(Scopes::ALL));
+        let e = Scopes::parse_strict("read wrte").unwrap_err();
+        assert!(
+            e.contains("\"wrte\"") && e.contains("read, write, admin"),
+            "{e}"
+        );
+        assert!(
+            Scopes::parse_strict(" , ")
+                .unwrap_err()
+                .contains("no scope")
+        );
+        // The lenient parser (JWT scope claims) still ignores what it does not know.
+        assert_eq!(Scopes::parse("read wrte").as_list(), vec!["read"]);
     }
 }

@@ -148,7 +148,7 @@ pub struct HydrateArgs {
     pub full_rebuild: bool,
     /// Full hydrates download the book's ZIP (resuming time-budgeted partial archives) instead
     /// of reading file by file; incremental ones still fetch only what changed.
-    #[arg(long, env = "PANAVERSITY_HYDRATE_FROM_ARCHIVE")]
+    #[arg(long, env = "PANAVERSITY_HYDRATE_FROM_ARCHIVE", num_args = 0..=1, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set, value_parser = crate::config::bool_value)]
     pub from_archive: bool,
 }
 

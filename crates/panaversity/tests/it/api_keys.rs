@@ -59,6 +59,8 @@ async fn api_key_lifecycle_on_sqlite_and_postgres() {
             url.iter().map(|u| ("DATABASE_URL", u.clone())).collect();
         let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
+        // Keys are made in an existing store only (a new deployment: `migrate up` first).
+        cli_ok(&data, &env, &["migrate", "up"]).await;
         let (writer_key, writer_id) = create_key(&data, &env, "agent-x", "read write").await;
         let (reader_key, _) = create_key(&data, &env, "agent-reader", "read").await;
         let (admin_key, _) = create_key(&data, &env, "ops-admin", "read write admin").await;

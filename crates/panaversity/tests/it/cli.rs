@@ -66,7 +66,7 @@ async fn migrate_down_then_up_on_every_database() {
         assert_eq!(existing(&url).await, TABLES, "{label}: after up");
         // With data in it: seed the sample book, then revert everything.
         cli_ok(&data, &env, &["fs", "seed"]).await;
-        let out = cli_ok(&data, &env, &["migrate", "down"]).await;
+        let out = cli_ok(&data, &env, &["migrate", "down", "--yes"]).await;
         assert!(out.stdout.contains("migrations reverted"), "{out:?}");
         assert!(
             existing(&url).await.is_empty(),
@@ -74,7 +74,7 @@ async fn migrate_down_then_up_on_every_database() {
             existing(&url).await
         );
         // Down twice is harmless.
-        cli_ok(&data, &env, &["migrate", "down"]).await;
+        cli_ok(&data, &env, &["migrate", "down", "--yes"]).await;
         cli_ok(&data, &env, &["migrate", "up"]).await;
         assert_eq!(existing(&url).await, TABLES, "{label}: after up again");
         // Up twice is harmless, and the store works: the sample loads into the empty schema.

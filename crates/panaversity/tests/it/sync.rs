@@ -681,6 +681,8 @@ async fn profiles_are_respected() {
 async fn api_key_is_sent_as_bearer_and_names_the_agent() {
     let t = TempData::new();
     let p = Paths::new(&t);
+    // Keys are made in an existing store (operator commands never create one).
+    cli_ok(&p.data, &[], &["migrate", "up"]).await;
     let key = cli_ok(
         &p.data,
         &[],
