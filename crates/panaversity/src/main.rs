@@ -45,6 +45,7 @@ mod legacy_env;
 mod sample;
 mod serve;
 mod study_args;
+mod web;
 
 use clap::{Parser, Subcommand};
 

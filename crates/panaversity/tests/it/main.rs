@@ -2,6 +2,7 @@
 //! CLI or stdio) with a temp data dir and talks to it the way an operator or a client does.
 
 mod api_keys;
+mod browser;
 mod check_llm;
 mod cli;
 mod config_file;
@@ -19,6 +20,7 @@ mod resume_replicas;
 mod security;
 mod shutdown;
 mod stdio;
+mod study_page;
 mod support;
 mod sync;
 mod tutor_source;
