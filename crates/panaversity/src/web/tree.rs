@@ -160,6 +160,23 @@ pub async fn build(
         .collect()
         .await;
 
+    // A personalized copy without `sidebar_position` keeps the shared lesson's place.
+    let mut base_positions: HashMap<String, Option<f64>> = HashMap::new();
+    let unplaced: Vec<&str> = metas
+        .iter()
+        .filter(|(e, m)| e.is_overlay() && matches!(m, Some(Meta::Lesson { position: None, .. })))
+        .map(|(e, _)| e.path.as_str())
+        .collect();
+    if !unplaced.is_empty() {
+        for e in engine.list(book, ListView::Base, Some(&prefix)).await? {
+            if unplaced.contains(&e.path.as_str())
+                && let Some(Meta::Lesson { position, .. }) = meta(engine, cache, &e).await
+            {
+                base_positions.insert(e.path.clone(), position);
+            }
+        }
+    }
+
     // Directory → (category meta, lessons); directories are created along every lesson's path.
     let mut dirs: BTreeMap<String, (Option<String>, Option<f64>)> = BTreeMap::new();
     let mut lessons: Vec<(String, LessonItem)> = Vec::new();
@@ -182,7 +199,10 @@ pub async fn build(
                     continue;
                 }
                 let (title, position) = match meta {
-                    Some(Meta::Lesson { title, position }) => (title, position),
+                    Some(Meta::Lesson { title, position }) => (
+                        title,
+                        position.or_else(|| base_positions.get(&e.path).copied().flatten()),
+                    ),
                     _ => (title_from_path(&lesson_route(&e.path)), None),
                 };
                 lessons.push((

@@ -42,8 +42,11 @@ const PIECES: &[&str] = &[
     "What happens ",
     "if you swap two lines?",
 ];
-/// Between two pieces: slow enough to see each one painted, to press Stop and to reload.
+/// Between two pieces: slow enough to see each one painted.
 const PIECE_DELAY: Duration = Duration::from_millis(250);
+/// Between two pieces of the answers the script stops or reloads in the middle of (their messages
+/// mention "ordering bugs" / "another example"): time for a click on a busy CI machine.
+const SLOW_PIECE_DELAY: Duration = Duration::from_millis(800);
 /// The lesson personalized for each student (an overlay) and its image.
 const OVERLAY_LESSON: &str = "content/01-Foundations/01-What-Is-A-Program/02-values-and-names.md";
 const IMAGE: &str = "static/images/program-flow.png";
@@ -151,6 +154,12 @@ async fn start_fake_llm(requests: Arc<Mutex<Vec<Value>>>, streamed: Arc<AtomicUs
                 if !fail {
                     streamed.fetch_add(1, Ordering::SeqCst);
                 }
+                let user = last_user_text(&body.0);
+                let delay = if user.contains("ordering bugs") || user.contains("another example") {
+                    SLOW_PIECE_DELAY
+                } else {
+                    PIECE_DELAY
+                };
                 if fail {
                     return Response::builder()
                         .status(500)
@@ -160,9 +169,9 @@ async fn start_fake_llm(requests: Arc<Mutex<Vec<Value>>>, streamed: Arc<AtomicUs
                         ))
                         .unwrap();
                 }
-                let chunks = futures::stream::iter(0..=PIECES.len()).then(|i| async move {
+                let chunks = futures::stream::iter(0..=PIECES.len()).then(move |i| async move {
                     if i > 0 {
-                        tokio::time::sleep(PIECE_DELAY).await;
+                        tokio::time::sleep(delay).await;
                     }
                     let data = if i < PIECES.len() {
                         json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,

@@ -231,7 +231,14 @@ async fn pages_assets_files_and_headers_in_dev_mode() {
         main.contains("<img src=\"/learn-files/sample-book/static/images/program-flow.png\""),
         "{main}"
     );
-    assert!(mine["nav"].as_str().unwrap().contains("overlay-dot"));
+    let nav = mine["nav"].as_str().unwrap();
+    assert!(nav.contains("overlay-dot"), "{nav}");
+    // The copy has no sidebar_position: it keeps the shared lesson's place in the chapter.
+    let (at_mine, at_next) = (
+        nav.find(">Mine<").unwrap(),
+        nav.find(">Values and Names<").unwrap(),
+    );
+    assert!(at_mine < at_next, "{nav}");
     let theirs = page("student-8").await;
     assert_eq!(theirs["overlay"], json!(false));
     assert!(

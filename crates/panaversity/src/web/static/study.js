@@ -257,6 +257,9 @@
 
   // ------------------------------------------------------------------ drawers
 
+  /** Show the tutor when it is a closed bottom sheet (phones); set by setupDrawers. */
+  let openTutorSheet = () => {};
+
   function setupDrawers() {
     const navBtn = $("#pv-nav-toggle");
     const setNav = (open) => {
@@ -292,7 +295,7 @@
         tutorBtn.focus();
       }
     });
-    window.pvOpenTutor = () => {
+    openTutorSheet = () => {
       if (getComputedStyle(tutorBtn).display !== "none") setTutor(true);
     };
   }
@@ -661,11 +664,18 @@
         progress("");
         setBusy(false);
         if (ok) session.del(liveKey);
-        announce(ok ? "The tutor answered." : "The tutor stopped.");
+        const last = [...st.items.values()].filter((r) => r.type === "assistant_message").pop();
+        const said = last ? last.parts.join("").slice(0, 400) : "";
+        announce(ok ? "The tutor answered. " + said : "The tutor stopped.");
         refreshSuggestions();
       }
     }
 
+    /**
+     * Re-attach to the thread's running (or just finished) reply. `after: 0` replays the turn from
+     * its first frame: the view is keyed by item id, so what the reloaded thread already shows is
+     * updated in place, never duplicated.
+     */
     async function resume() {
       if (!st.thread || st.busy) return;
       await run("threads.resume_stream", { thread_id: st.thread.id, after: 0 }, {}, { resume: true });
@@ -931,7 +941,7 @@
       prompt.placeholder = "What would you like to know about this passage?";
       askBtn.hidden = true;
       setMode("ask");
-      if (window.pvOpenTutor) window.pvOpenTutor();
+      openTutorSheet();
       prompt.focus();
     }
 
@@ -958,6 +968,13 @@
       if (!st.busy) newChat();
     });
     $("#pv-history-btn").addEventListener("click", () => toggleHistory());
+    $("#pv-history").addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        e.stopPropagation();
+        toggleHistory(false);
+        $("#pv-history-btn").focus();
+      }
+    });
     for (const r of $$('input[name="pv-mode"]')) r.addEventListener("change", () => setMode(r.value));
     $("#pv-clear-selection").addEventListener("click", () => {
       clearQuote();
