@@ -602,16 +602,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         dev,
         tutor_book: run_study.then(|| args.lesson_book.clone()),
     }));
-    let mut allowed_origins = config::split_list(&args.allowed_origins);
-    if dev && allowed_origins.is_empty() {
-        allowed_origins = crate::web::DEV_ORIGINS
-            .iter()
-            .map(|o| o.to_string())
-            .collect();
-    }
     let opts = HttpOptions {
         max_body_bytes: args.max_body_bytes,
-        allowed_origins,
+        allowed_origins: crate::web::cors_origins(config::split_list(&args.allowed_origins), dev),
         // Dev mode trusts headers for identity, so every route is closed to foreign Hosts.
         allowed_hosts: dev.then(|| allowed_hosts.clone()),
         ..Default::default()

@@ -41,6 +41,15 @@ use pages::Route;
 /// is not set.
 pub const DEV_ORIGINS: &[&str] = &["http://localhost:3000", "http://127.0.0.1:3000"];
 
+/// The CORS allow-list: `ALLOWED_ORIGINS`, or in dev mode without it [`DEV_ORIGINS`].
+pub fn cors_origins(configured: Vec<String>, dev: bool) -> Vec<String> {
+    if dev && configured.is_empty() {
+        DEV_ORIGINS.iter().map(|o| o.to_string()).collect()
+    } else {
+        configured
+    }
+}
+
 /// What the study page needs from the server.
 pub struct WebConfig {
     pub engine: Engine,
