@@ -299,10 +299,19 @@ async function devFlow() {
     await page.click('#pv-messages .chat-error button:text-is("Try again")');
     check((await newAnswer(page, prev)).includes(ANSWER), "trying again answers");
 
-    log("history: list, rename, delete");
+    log("history: list, open, rename, delete");
+    const shown = await page.locator("#pv-messages .msg").count();
+    await page.click("#pv-new-chat");
+    check((await page.locator("#pv-messages .msg").count()) === 0, "New chat starts an empty conversation");
     await page.click("#pv-history-btn");
     await page.waitForSelector("#pv-thread-list .thread-row");
     check((await page.locator("#pv-thread-list .thread-row").count()) === 1, "the history lists the thread");
+    await page.click("#pv-thread-list .thread-open");
+    await page.waitForFunction((n) => document.querySelectorAll("#pv-messages .msg").length === n, shown);
+    check(await page.locator("#pv-history").isHidden(), "opening a thread closes the history");
+    check((await page.locator("#pv-messages .msg-assistant").count()) === 5, "the opened thread shows its answers");
+    await page.click("#pv-history-btn");
+    await page.waitForSelector("#pv-thread-list .thread-row");
     await page.click("#pv-thread-list .thread-rename");
     await page.fill("#pv-thread-list input", "My tea lesson");
     await page.press("#pv-thread-list input", "Enter");
