@@ -46,6 +46,7 @@ mod sample;
 mod serve;
 mod settings;
 mod study_args;
+mod web;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 

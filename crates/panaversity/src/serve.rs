@@ -611,9 +611,15 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let ready: Arc<dyn ReadyCheck> = Arc::new(ReadyChecks(checks));
     app = app.merge(platform::http::health_router(ready, metrics));
+    app = app.merge(crate::web::router(crate::web::WebConfig {
+        engine: engine.clone(),
+        auth: auth.clone(),
+        dev,
+        tutor_book: run_study.then(|| args.lesson_book.clone()),
+    }));
     let opts = HttpOptions {
         max_body_bytes: args.max_body_bytes,
-        allowed_origins: config::split_list(&args.allowed_origins),
+        allowed_origins: crate::web::cors_origins(config::split_list(&args.allowed_origins), dev),
         // Dev mode trusts headers for identity, so every route is closed to foreign Hosts.
         allowed_hosts: dev.then(|| allowed_hosts.clone()),
         ..Default::default()
@@ -633,7 +639,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<ExitCode> {
         database = db.kind().as_str(),
         storage = engine.storage().backend_name(),
         startup_ms = started.elapsed().as_millis() as u64,
-        "panaversity ready: MCP at http://{local}/mcp, ChatKit at http://{local}/chatkit"
+        "panaversity ready: MCP at http://{local}/mcp, ChatKit at http://{local}/chatkit, study page at http://{local}/"
     );
     platform::http::serve_with(app, listener, limits, platform::http::shutdown_signal()).await?;
     if let Some(turns) = study_turns {

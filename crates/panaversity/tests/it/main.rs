@@ -2,6 +2,7 @@
 //! CLI or stdio) with a temp data dir and talks to it the way an operator or a client does.
 
 mod api_keys;
+mod browser;
 mod check_llm;
 mod cli;
 mod config_file;
@@ -21,6 +22,7 @@ mod security;
 mod settings_file;
 mod shutdown;
 mod stdio;
+mod study_page;
 mod support;
 mod sync;
 mod tutor_source;
