@@ -750,6 +750,7 @@ pub fn resolve(
             });
         let value = match raw {
             Some(_) if arg.is_hide_env_values_set() => Some("***".to_string()),
+            Some(v) if v.contains("://") => Some(mask_url_password(&v)),
             Some(v) if is_path(arg) && !v.is_empty() => Some(
                 std::path::absolute(cwd.join(&v))
                     .unwrap_or(PathBuf::from(&v))
@@ -773,6 +774,22 @@ pub fn resolve(
         report,
         notes,
     })
+}
+
+/// `scheme://user:***@host/…`: a URL's password is never printed.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -907,6 +924,22 @@ mod tests {
         assert!(!looks_like_dotenv("bind = \"x\"\n"));
         assert!(!looks_like_dotenv("BIND = 1\n"));
         assert!(!looks_like_dotenv("# only comments\n"));
+    }
+
+    #[test]
+    fn url_passwords_are_masked() {
+        assert_eq!(
+            mask_url_password("postgres://u:secret@db:5432/x?sslmode=require"),
+            "postgres://u:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            mask_url_password("redis://:pw@cache/"),
+            "redis://:***@cache/"
+        );
+        assert_eq!(
+            mask_url_password("https://api.example/v1"),
+            "https://api.example/v1"
+        );
     }
 
     #[test]
