@@ -475,14 +475,11 @@ struct LegacyDb {
 
 impl LegacyDb {
     async fn connect(url: &str, schema: &PgSchema) -> anyhow::Result<LegacyDb> {
-        let url = normalize_legacy_url(url)?;
-        platform::db::install_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(2)
-            .connect(&url)
-            .await
-            .context("connecting to the predecessor's database (--from-database)")?;
-        let source = format!("{}#{schema}", strip_credentials(&url));
+        let pool = connect_legacy(url).await?;
+        let source = format!(
+            "{}#{schema}",
+            strip_credentials(&normalize_legacy_url(url)?)
+        );
         let l = LegacyDb {
             pool,
             schema: schema.clone(),
@@ -614,6 +611,17 @@ impl LegacyDb {
         pb.finish_and_clear();
         Ok(copied)
     }
+}
+
+/// A small pool on the predecessor's PostgreSQL database (`--from-database`).
+pub async fn connect_legacy(url: &str) -> anyhow::Result<sqlx::AnyPool> {
+    let url = normalize_legacy_url(url)?;
+    platform::db::install_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .context("connecting to the predecessor's database (--from-database)")
 }
 
 /// The predecessor's URL forms (`postgresql+asyncpg://`, `ssl=`) as plain `postgres://`.

@@ -48,13 +48,7 @@ pub struct StudyImportReport {
 
 /// `study import`.
 pub async fn run(common: &Common, a: StudyImportArgs) -> anyhow::Result<ExitCode> {
-    let url = crate::cli_import::normalize_legacy_url(&a.from_database)?;
-    platform::db::install_drivers();
-    let src = sqlx::any::AnyPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .context("connecting to the predecessor's database (--from-database)")?;
+    let src = crate::cli_import::connect_legacy(&a.from_database).await?;
     let s = &a.from_schema;
     let db_url = config::database_url(common)?;
     let db = Db::connect(

@@ -29,6 +29,7 @@ pub mod stdio;
 pub mod tools;
 
 pub use http::{mcp_router, mcp_router_with_auth};
+pub use ops::mime_type;
 pub use state::{PfsMcpConfig, PfsMcpState};
 pub use stdio::{serve_io, serve_stdio};
 pub use tools::PfsTools;

@@ -133,6 +133,7 @@ pub fn mime_type(path: &str) -> &'static str {
         "svg" => "image/svg+xml",
         "webp" => "image/webp",
         "avif" => "image/avif",
+        "ico" => "image/x-icon",
         "pdf" => "application/pdf",
         "mp4" => "video/mp4",
         "webm" => "video/webm",

@@ -222,31 +222,6 @@ async fn api_me(State(web): State<Arc<Web>>, Extension(identity): Extension<Iden
     res
 }
 
-/// Content type of a book file by extension.
-fn content_type(path: &str) -> &'static str {
-    let ext = path
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "webp" => "image/webp",
-        "avif" => "image/avif",
-        "ico" => "image/x-icon",
-        "pdf" => "application/pdf",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "mov" => "video/quicktime",
-        "mp3" => "audio/mpeg",
-        "wav" => "audio/wav",
-        "ogg" => "audio/ogg",
-        _ => "application/octet-stream",
-    }
-}
-
 /// `GET /learn-files/{book}/{path…}`: a book's binary file (`static/…`, or a file next to the
 /// lessons under `content/`, which `fs ingest` keeps at `static/images/content/…`). Served with
 /// a sandboxing policy, so an SVG opened on its own runs no script in this origin.
@@ -288,7 +263,7 @@ async fn book_file(
                 let h = res.headers_mut();
                 h.insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(content_type(p.as_str())),
+                    HeaderValue::from_static(pfs_mcp::mime_type(p.as_str())),
                 );
                 if let Ok(v) = HeaderValue::from_str(&etag) {
                     h.insert(header::ETAG, v);
