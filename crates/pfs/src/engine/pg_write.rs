@@ -52,7 +52,8 @@ impl Engine {
     /// [`SQL_UPDATE_ONCE_PG`]: compare-and-swap, version row, audit head lock, audit row with its
     /// row hash computed in SQL, bookkeeping), then materialization. One round trip instead of
     /// five (BEGIN, compare-and-swap, audit row, COMMIT). `None` when the compare-and-swap finds
-    /// another state: nothing was written, and the caller's transaction takes over.
+    /// another state (or a racing create took the version number): nothing was written, and the
+    /// caller's transaction takes over.
     /// With `profile`, the statement also requires the book to have that profile.
     pub(super) async fn commit_write_pg_once(
         &self,
@@ -108,8 +109,17 @@ impl Engine {
         .bind(w.request.as_ref().map(RequestKey::id))
         .bind(w.request.as_ref().map(RequestKey::call_hash))
         .fetch_optional(self.inner.db.pool())
-        .await
-        .map_err(db_err("write (one statement)"))?;
+        .await;
+        let res = match res {
+            // A create whose snapshot predates a racing create + delete of the same file draws
+            // a version number that now exists: nothing was written (the statement is atomic);
+            // the caller looks again, like after a lost compare-and-swap.
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                metrics::counter!("panaversityfs_write_version_races_total").increment(1);
+                return Ok(None);
+            }
+            other => other.map_err(db_err("write (one statement)"))?,
+        };
         let Some(res) = res else { return Ok(None) };
         let g = db_err("decode write (one statement)");
         let (version, seq): (i64, i64) = (res.try_get(0).map_err(&g)?, res.try_get(1).map_err(&g)?);
