@@ -465,6 +465,17 @@ impl FsPaths {
         dst.set_len(n)
     }
 
+    /// Read the whole file into a buffer of its size.
+    fn read_all(&self, key: &str) -> std::io::Result<Bytes> {
+        use std::io::Read;
+        self.refuse_symlinks(key)?;
+        let mut f = no_follow(std::fs::OpenOptions::new().read(true)).open(self.file(key))?;
+        let len = f.metadata()?.len();
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        f.read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
     /// Read exactly the first `size` bytes of `key` (fewer if the file is shorter).
     fn read_sized(&self, key: &str, size: u64) -> std::io::Result<Bytes> {
         use std::io::Read;
@@ -722,10 +733,17 @@ impl Storage {
         Self::fault_after(d, FaultOp::Put, key)
     }
 
-    /// Read the whole object; `NOT_FOUND` when missing.
+    /// Read the whole object; `NOT_FOUND` when missing. On the fs backend the buffer is the
+    /// file's size: OpenDAL's unsized fs read hands back a slice of a 2 MiB buffer, which pinned
+    /// 2 MiB per small blob kept in the blob cache (a 200 MB import peaked at 411 MB instead of
+    /// 92 MB).
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         self.refuse_symlinks(key)?;
         self.fault_before(FaultOp::Get, key)?;
+        if let Some(fs) = &self.fs {
+            let (fs, key) = (fs.clone(), key.to_string());
+            return fs_blocking(move || fs.read_all(&key)).await;
+        }
         Ok(self.op.read(key).await?.to_bytes())
     }
 
