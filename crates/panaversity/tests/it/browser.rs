@@ -12,7 +12,6 @@
 //! `tests/browser/node_modules` (see the install command below). Without them the test skips
 //! with a note, except under REQUIRE_SERVICES=1 (CI), where it fails.
 
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,8 +21,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use axum::routing::post;
-use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::{BOOK, Server, ServerOpts, TempData, cli_ok, sample_bytes, spawn_router};
@@ -169,28 +166,7 @@ async fn start_fake_llm(requests: Arc<Mutex<Vec<Value>>>, streamed: Arc<AtomicUs
                         ))
                         .unwrap();
                 }
-                let chunks = futures::stream::iter(0..=PIECES.len()).then(move |i| async move {
-                    if i > 0 {
-                        tokio::time::sleep(delay).await;
-                    }
-                    let data = if i < PIECES.len() {
-                        json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,
-                               "model": "fake", "choices": [{"index": 0,
-                               "delta": {"role": "assistant", "content": PIECES[i]},
-                               "finish_reason": null}]})
-                        .to_string()
-                    } else {
-                        let stop = json!({"id": "c1", "object": "chat.completion.chunk",
-                            "created": 0, "model": "fake",
-                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-                        format!("{stop}\n\ndata: [DONE]")
-                    };
-                    Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n")))
-                });
-                Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(Body::from_stream(chunks))
-                    .unwrap()
+                crate::support::streamed_slowly(PIECES, delay)
             }
         }),
     );

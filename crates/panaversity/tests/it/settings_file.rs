@@ -368,15 +368,7 @@ async fn start_llm(calls: Arc<Mutex<Vec<(String, Value)>>>) -> String {
                     .unwrap_or_default()
                     .to_string();
                 calls.lock().unwrap().push((auth, body.0));
-                let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0,
-                    "model": "fake", "choices": [{"index": 0, "delta": {"content": "ok"},
-                    "finish_reason": "stop"}]});
-                axum::response::Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(axum::body::Body::from(format!(
-                        "data: {chunk}\n\ndata: [DONE]\n\n"
-                    )))
-                    .unwrap()
+                crate::support::streamed_ok()
             }
         }),
     );

@@ -2,16 +2,12 @@
 //! OpenAI-compatible model; the server finishes the stream (every token reaches the client, the
 //! message is stored) and exits 0.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::response::Response;
 use axum::routing::post;
-use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -39,28 +35,7 @@ async fn start_slow_llm(calls: Arc<AtomicUsize>) -> String {
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 assert_eq!(body["stream"], json!(true));
-                let chunks = futures::stream::iter(0..=WORDS.len()).then(|i| async move {
-                    if i > 0 {
-                        tokio::time::sleep(DELAY).await;
-                    }
-                    let data = if i < WORDS.len() {
-                        json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,
-                               "model": "fake", "choices": [{"index": 0,
-                               "delta": {"role": "assistant", "content": WORDS[i]},
-                               "finish_reason": null}]})
-                        .to_string()
-                    } else {
-                        let stop = json!({"id": "c1", "object": "chat.completion.chunk",
-                            "created": 0, "model": "fake",
-                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-                        format!("{stop}\n\ndata: [DONE]")
-                    };
-                    Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n")))
-                });
-                Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(Body::from_stream(chunks))
-                    .unwrap()
+                crate::support::streamed_slowly(WORDS, DELAY)
             }
         }),
     );

@@ -33,15 +33,7 @@ async fn start_llm(requests: Arc<Mutex<Vec<Value>>>) -> String {
                         .body(axum::body::Body::from(answer.to_string()))
                         .unwrap();
                 }
-                let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0,
-                    "model": "fake", "choices": [{"index": 0, "delta": {"content": "ok"},
-                    "finish_reason": "stop"}]});
-                axum::response::Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(axum::body::Body::from(format!(
-                        "data: {chunk}\n\ndata: [DONE]\n\n"
-                    )))
-                    .unwrap()
+                crate::support::streamed_ok()
             }
         }),
     );

@@ -440,6 +440,51 @@ pub fn sse_events(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A fake OpenAI-compatible chat completion that streams the one word `ok` (what the tests' fake
+/// LLM servers answer when only the request matters).
+pub fn streamed_ok() -> axum::response::Response {
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0,
+        "model": "fake", "choices": [{"index": 0, "delta": {"content": "ok"},
+        "finish_reason": "stop"}]});
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(format!(
+            "data: {chunk}\n\ndata: [DONE]\n\n"
+        )))
+        .unwrap_or_default()
+}
+
+/// A fake OpenAI-compatible chat completion that streams `pieces`, one every `delay` (the first
+/// at once), then the stop chunk and `[DONE]`.
+pub fn streamed_slowly(
+    pieces: &'static [&'static str],
+    delay: Duration,
+) -> axum::response::Response {
+    use futures::StreamExt;
+    let chunks = futures::stream::iter(0..=pieces.len()).then(move |i| async move {
+        if i > 0 {
+            tokio::time::sleep(delay).await;
+        }
+        let data = if i < pieces.len() {
+            json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,
+                   "model": "fake", "choices": [{"index": 0,
+                   "delta": {"role": "assistant", "content": pieces[i]},
+                   "finish_reason": null}]})
+            .to_string()
+        } else {
+            let stop = json!({"id": "c1", "object": "chat.completion.chunk",
+                "created": 0, "model": "fake",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            format!("{stop}\n\ndata: [DONE]")
+        };
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(format!("data: {data}\n\n")))
+    });
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from_stream(chunks))
+        .unwrap_or_default()
+}
+
 /// Serve `router` on 127.0.0.1:0 inside this test's runtime.
 pub async fn spawn_router(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
