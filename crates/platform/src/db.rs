@@ -549,31 +549,36 @@ fn is_transient_sqlite_code(primary: i32) -> bool {
     matches!(primary, 5 | 6 | 10 | 13 | 14 | 15)
 }
 
-/// `CREATE SCHEMA IF NOT EXISTS` on one short-lived connection (two processes racing to create it
-/// both succeed: the loser's duplicate error is ignored when the schema then exists).
+/// Create the schema if it is missing, on one short-lived connection (looked up first, so a
+/// normal start logs no "already exists" notice; two processes racing to create it both succeed).
 async fn create_schema(url: &str, schema: &PgSchema) -> anyhow::Result<()> {
     let mut conn = <AnyConnection as sqlx::Connection>::connect(url)
         .await
         .context("connecting to the postgres database")?;
-    let res = conn
-        .execute(sqlx::AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}"
-        )))
-        .await;
-    if let Err(e) = res {
-        let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT 1::BIGINT FROM information_schema.schemata WHERE schema_name = $1",
-        )
-        .bind(schema.as_str())
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap_or(None);
-        if exists.is_none() {
+    if !schema_exists(&mut conn, schema).await? {
+        let created = conn
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .await;
+        if let Err(e) = created
+            && !schema_exists(&mut conn, schema).await.unwrap_or(false)
+        {
             return Err(e).with_context(|| format!("creating the PostgreSQL schema {schema}"));
         }
     }
     let _ = sqlx::Connection::close(conn).await;
     Ok(())
+}
+
+async fn schema_exists(conn: &mut AnyConnection, schema: &PgSchema) -> Result<bool, sqlx::Error> {
+    let row: Option<i64> = sqlx::query_scalar(
+        "SELECT 1::BIGINT FROM information_schema.schemata WHERE schema_name = $1",
+    )
+    .bind(schema.as_str().to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
 }
 
 /// Build a migrator from an embedded migration set with its own tracking table, so several
