@@ -759,6 +759,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["panaversity", "_pv", "pv_2026"] {
+            assert_eq!(PgSchema::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            "Panaversity",
+            "2pv",
+            "pg_catalog",
+            "pv; DROP TABLE x",
+            "pv\"x",
+            "pv-x",
+            &"a".repeat(64),
+        ] {
+            assert!(PgSchema::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn replaces_database_name() {
         assert_eq!(
             replace_db_name("postgres://postgres@127.0.0.1:5432/test", "t_1"),
